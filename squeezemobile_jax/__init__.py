@@ -1,0 +1,1 @@
+"""SqueezeBERT, IB-BERT and MobileBERT in JAX/Flax NNX."""
