@@ -1,0 +1,88 @@
+"""The encoder skeleton both families share: embeddings -> stacked layers -> pooler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from squeezemobile_jax.models.config import EncoderConfig
+from squeezemobile_jax.models.layers import (
+    Embeddings,
+    EncoderOutput,
+    KeySplitter,
+    LayerOutput,
+    Pooler,
+    encoder_output,
+    run_stacked_layers,
+)
+
+Array = jax.Array
+
+
+class Encoder(nnx.Module):
+    """Base encoder. Subclasses set `config`, `embeddings`, `layers` (stacked) and `pooler`.
+
+    A layer is called as `layer(hidden, attention_mask, dropout_rng, deterministic=...,
+    need_weights=...)` and returns a `LayerOutput`.
+    """
+
+    config: EncoderConfig
+    embeddings: Embeddings
+    layers: nnx.Module
+    pooler: Pooler
+
+    @property
+    def dtype(self) -> Any:
+        return jnp.dtype(self.config.compute_dtype)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        *,
+        deterministic: bool = True,
+        dropout_rng: Array | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        output_attention_scores: bool = False,
+    ) -> EncoderOutput:
+        """input_ids, attention_mask, token_type_ids: [B, T] integers. See `EncoderOutput`."""
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        keys = KeySplitter(None if deterministic else dropout_rng)
+        hidden = self.embeddings(
+            input_ids,
+            token_type_ids,
+            dtype=self.dtype,
+            dropout_rng=keys(),
+            deterministic=deterministic,
+        )
+        need_weights = output_attentions or output_attention_scores
+
+        def call_layer(layer: nnx.Module, h: Array, key: Array | None) -> LayerOutput:
+            return layer(
+                h, attention_mask, key, deterministic=deterministic, need_weights=need_weights
+            )
+
+        final, per_layer = run_stacked_layers(
+            self.layers,
+            hidden,
+            call_layer,
+            num_layers=self.config.num_hidden_layers,
+            dropout_rng=keys(),
+            scan=self.config.scan_layers,
+            remat=self.config.remat,
+        )
+        return encoder_output(
+            hidden,
+            final,
+            per_layer,
+            self.pooler,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            output_attention_scores=output_attention_scores,
+        )

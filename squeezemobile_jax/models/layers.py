@@ -1,0 +1,372 @@
+"""Building blocks shared by the SqueezeBERT and MobileBERT families.
+
+Layout is channels-last everywhere: activations are `[batch, seq, features]`.
+Parameters are float32; each layer computes in the dtype it is given (`compute_dtype` of the
+model config) while softmax and normalisation statistics stay in float32.
+Dropout is functional: callers pass a PRNG key, so a step's randomness is a pure function of
+the key the training loop derives from the step number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # large finite negative for masked keys
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "tanh": jnp.tanh,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """The activation called `name` in HF configs ("gelu" is the exact erf GELU)."""
+    return _ACTIVATIONS[name]
+
+
+def truncated_normal(stddev: float) -> nnx.Initializer:
+    """Truncated normal within two standard deviations, as the original TF code initialises."""
+    return jax.nn.initializers.truncated_normal(stddev)
+
+
+def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Array:
+    """Inverted dropout; identity when `deterministic` or `rate == 0`."""
+    if deterministic or rate == 0.0:
+        return x
+    if rng is None:
+        raise ValueError("dropout needs a PRNG key when deterministic=False")
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class KeySplitter:
+    """Hands out fresh dropout keys from one key (None stays None, for deterministic calls)."""
+
+    def __init__(self, rng: Array | None):
+        self._rng = rng
+        self._count = 0
+
+    def __call__(self) -> Array | None:
+        if self._rng is None:
+            return None
+        self._count += 1
+        return jax.random.fold_in(self._rng, self._count)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel + bias. kernel: [in, out], bias: [out]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init_std: float,
+        rngs: nnx.Rngs,
+        use_bias: bool = True,
+    ):
+        self.kernel = nnx.Param(
+            truncated_normal(init_std)(rngs.params(), (in_features, out_features))
+        )
+        self.bias = nnx.data(nnx.Param(jnp.zeros((out_features,))) if use_bias else None)
+
+    def __call__(self, x: Array) -> Array:
+        y = jnp.dot(x, self.kernel[...].astype(x.dtype))
+        return y if self.bias is None else y + self.bias[...].astype(x.dtype)
+
+
+class GroupedDense(nnx.Module):
+    """A grouped 1x1 convolution as one einsum: contiguous channel blocks, one per group.
+
+    kernel: [groups, in/groups, out/groups]; bias: [out]. Input [..., in] -> output [..., out].
+    Output block g sees only input block g, like `Conv1d(groups=g, kernel_size=1)`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        groups: int,
+        *,
+        init_std: float,
+        rngs: nnx.Rngs,
+    ):
+        self.groups = groups
+        shape = (groups, in_features // groups, out_features // groups)
+        self.kernel = nnx.Param(truncated_normal(init_std)(rngs.params(), shape))
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+    def __call__(self, x: Array) -> Array:
+        g, cin, cout = self.kernel.shape
+        xg = x.reshape(*x.shape[:-1], g, cin)
+        y = jnp.einsum("...gi,gio->...go", xg, self.kernel[...].astype(x.dtype))
+        return y.reshape(*x.shape[:-1], g * cout) + self.bias[...].astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis with statistics in float32. scale, bias: [features]."""
+
+    def __init__(self, features: int, eps: float):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,)))
+        self.bias = nnx.Param(jnp.zeros((features,)))
+
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+class NoNorm(nnx.Module):
+    """MobileBERT's replacement for LayerNorm: an elementwise affine map, no statistics."""
+
+    def __init__(self, features: int, eps: float = 0.0):
+        del eps  # accepted for a uniform constructor; NoNorm has no epsilon
+        self.scale = nnx.Param(jnp.ones((features,)))
+        self.bias = nnx.Param(jnp.zeros((features,)))
+
+    def __call__(self, x: Array) -> Array:
+        return x * self.scale[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+
+NORMS: dict[str, type[nnx.Module]] = {"layer_norm": LayerNorm, "no_norm": NoNorm}
+
+
+class Embed(nnx.Module):
+    """A lookup table. embedding: [num_embeddings, features]."""
+
+    def __init__(self, num_embeddings: int, features: int, *, init_std: float, rngs: nnx.Rngs):
+        shape = (num_embeddings, features)
+        self.embedding = nnx.Param(truncated_normal(init_std)(rngs.params(), shape))
+
+    def __call__(self, ids: Array, dtype: Any) -> Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(dtype)
+
+
+def split_heads(x: Array, num_heads: int) -> Array:
+    """[B, T, N*D] -> [B, T, N, D] (channel c = head * D + d, as BERT)."""
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    attention_mask: Array | None,
+    *,
+    dropout_rate: float,
+    dropout_rng: Array | None,
+    deterministic: bool,
+    need_weights: bool,
+) -> tuple[Array, Array | None, Array | None]:
+    """Scaled dot-product attention over keys, shared by both families.
+
+    Args:
+      query, key, value: [B, T, N, D] (value may have its own D).
+      attention_mask: [B, T] with 1 for real tokens and 0 for padding, or None.
+      need_weights: also return the probabilities and the masked pre-softmax scores.
+    Returns:
+      context [B, T, N*Dv], probabilities [B, N, T, T] or None, scores [B, N, T, T] or None.
+      Without weights and without attention dropout this uses `jax.nn.dot_product_attention`
+      (fused kernels on GPU).
+    """
+    b, t, n, d = query.shape
+    use_dropout = not deterministic and dropout_rate > 0.0
+    if not need_weights and not use_dropout:
+        mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
+        context = jax.nn.dot_product_attention(query, key, value, mask=mask)
+        return context.reshape(b, t, -1), None, None
+    scores = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32) * (
+        1.0 / math.sqrt(d)
+    )
+    if attention_mask is not None:
+        scores = scores + (1.0 - attention_mask[:, None, None, :].astype(jnp.float32)) * MASK_VALUE
+    probs = jax.nn.softmax(scores, axis=-1)
+    dropped = dropout(probs, dropout_rate, dropout_rng, deterministic)
+    context = jnp.einsum("bnqk,bknd->bqnd", dropped.astype(value.dtype), value)
+    return context.reshape(b, t, -1), probs, scores
+
+
+class Pooler(nnx.Module):
+    """Takes the first token; with `activate`, applies dense + tanh (BERT's pooler)."""
+
+    def __init__(self, hidden_size: int, activate: bool, *, init_std: float, rngs: nnx.Rngs):
+        self.dense = nnx.data(
+            Dense(hidden_size, hidden_size, init_std=init_std, rngs=rngs) if activate else None
+        )
+
+    def __call__(self, sequence: Array) -> Array:
+        first = sequence[:, 0]
+        return first if self.dense is None else jnp.tanh(self.dense(first))
+
+
+@flax.struct.dataclass
+class EncoderOutput:
+    """What an encoder returns. Per-layer outputs are stacked on a leading layer axis.
+
+    last_hidden_state: [B, T, H]; pooler_output: [B, H];
+    hidden_states: [L+1, B, T, H] (embedding output, then every layer) or None;
+    attentions: [L, B, N, T, T] probabilities or None;
+    attention_scores: [L, B, N, T, T] masked pre-softmax scores or None.
+    """
+
+    last_hidden_state: Array
+    pooler_output: Array
+    hidden_states: Array | None = None
+    attentions: Array | None = None
+    attention_scores: Array | None = None
+
+
+@flax.struct.dataclass
+class LayerOutput:
+    """One layer's result: hidden [B, T, H]; probs, scores [B, N, T, T] or None."""
+
+    hidden: Array
+    probs: Array | None = None
+    scores: Array | None = None
+
+
+def stack_layers(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs):
+    """Builds `num_layers` independent layers whose parameters are stacked on axis 0."""
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(layer_rngs: nnx.Rngs) -> nnx.Module:
+        return make_layer(layer_rngs)
+
+    return make(rngs)
+
+
+def run_stacked_layers(
+    layers: nnx.Module,
+    hidden: Array,
+    call_layer: Callable[[nnx.Module, Array, Array | None], LayerOutput],
+    *,
+    num_layers: int,
+    dropout_rng: Array | None,
+    scan: bool,
+    remat: bool,
+) -> tuple[Array, LayerOutput]:
+    """Applies stacked layers in order, with `jax.lax.scan` or an unrolled loop.
+
+    `call_layer(layer, hidden, key)` runs one layer. Returns the final hidden state and the
+    per-layer `LayerOutput`s stacked on a leading axis [L, ...]. Both paths compute the same.
+    """
+    graphdef, state = nnx.split(layers)
+    keys = None if dropout_rng is None else jax.random.split(dropout_rng, num_layers)
+
+    def body(h: Array, inputs: tuple[Any, Array | None]) -> tuple[Array, LayerOutput]:
+        layer_state, key = inputs
+        out = call_layer(nnx.merge(graphdef, layer_state), h, key)
+        return out.hidden, out
+
+    if remat:
+        body = jax.checkpoint(body)
+    if scan:
+        return jax.lax.scan(body, hidden, (state, keys))
+    outs = []
+    for i in range(num_layers):
+        hidden, out = body(hidden, jax.tree.map(lambda a, i=i: a[i], (state, keys)))
+        outs.append(out)
+    return hidden, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
+def encoder_output(
+    embedding_output: Array,
+    final_hidden: Array,
+    per_layer: LayerOutput,
+    pooler: Pooler,
+    *,
+    output_hidden_states: bool,
+    output_attentions: bool,
+    output_attention_scores: bool,
+) -> EncoderOutput:
+    """Assembles an `EncoderOutput` from the embedding output and stacked layer outputs."""
+    hidden_states = None
+    if output_hidden_states:
+        hidden_states = jnp.concatenate([embedding_output[None], per_layer.hidden], axis=0)
+    return EncoderOutput(
+        last_hidden_state=final_hidden,
+        pooler_output=pooler(final_hidden),
+        hidden_states=hidden_states,
+        attentions=per_layer.probs if output_attentions else None,
+        attention_scores=per_layer.scores if output_attention_scores else None,
+    )
+
+
+class Embeddings(nnx.Module):
+    """Word + position + token-type embeddings, then a norm and dropout (both families).
+
+    The word table is `[vocab, embedding_size]`. With `trigram_input` (MobileBERT), position t
+    sees `[e[t+1], e[t], e[t-1]]` (zeros past the edges), and when the word vectors are not
+    `hidden_size` wide, a dense `embedding_transformation` maps them up. Output: [B, T, hidden].
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        max_position_embeddings: int,
+        type_vocab_size: int,
+        trigram_input: bool,
+        norm: str,
+        eps: float,
+        dropout_rate: float,
+        init_std: float,
+        rngs: nnx.Rngs,
+    ):
+        self.trigram_input = trigram_input
+        self.dropout_rate = dropout_rate
+        self.word_embeddings = Embed(vocab_size, embedding_size, init_std=init_std, rngs=rngs)
+        input_size = embedding_size * (3 if trigram_input else 1)
+        self.embedding_transformation = nnx.data(
+            Dense(input_size, hidden_size, init_std=init_std, rngs=rngs)
+            if input_size != hidden_size
+            else None
+        )
+        self.position_embeddings = Embed(
+            max_position_embeddings, hidden_size, init_std=init_std, rngs=rngs
+        )
+        self.token_type_embeddings = Embed(
+            type_vocab_size, hidden_size, init_std=init_std, rngs=rngs
+        )
+        self.norm = NORMS[norm](hidden_size, eps)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array,
+        *,
+        dtype: Any,
+        dropout_rng: Array | None,
+        deterministic: bool,
+    ) -> Array:
+        x = self.word_embeddings(input_ids, dtype)
+        if self.trigram_input:
+            nxt = jnp.pad(x[:, 1:], ((0, 0), (0, 1), (0, 0)))
+            prev = jnp.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
+            x = jnp.concatenate([nxt, x, prev], axis=-1)
+        if self.embedding_transformation is not None:
+            x = self.embedding_transformation(x)
+        positions = jnp.arange(input_ids.shape[1])
+        x = x + self.position_embeddings(positions, dtype)[None]
+        x = x + self.token_type_embeddings(token_type_ids, dtype)
+        return dropout(self.norm(x), self.dropout_rate, dropout_rng, deterministic)
