@@ -102,14 +102,18 @@ def _hf_template(path: str, config: EncoderConfig, is_task_model: bool) -> str:
     if not is_task_model or path.startswith("backbone."):
         for pattern, template in _rules(config):
             if re.fullmatch(pattern, trunk_path):
-                key = re.sub(pattern, template, trunk_path)
-                key = key.replace(".kernel", ".weight").replace(".scale", ".weight")
+                key = _torch_leaf(re.sub(pattern, template, trunk_path))
                 return f"{hf_prefix(config)}.{key}" if is_task_model else key
     else:
         for pattern, template in _HEADS:
             if re.fullmatch(pattern, path):
-                return re.sub(pattern, template, path).replace(".kernel", ".weight")
+                return _torch_leaf(re.sub(pattern, template, path))
     raise KeyError(f"no HF name for parameter {path!r}")
+
+
+def _torch_leaf(key: str) -> str:
+    """Our leaf names (kernel, scale) to PyTorch's (weight)."""
+    return re.sub(r"\.(kernel|scale)$", ".weight", key)
 
 
 def _to_hf_layout(path: str, value: np.ndarray) -> np.ndarray:
@@ -203,7 +207,7 @@ def load_hf_state_dict(
                 )
             pieces.append(piece)
             used.add(key)
-        var.value = jnp.asarray(np.stack(pieces) if _is_stacked(path) else pieces[0])
+        var[...] = jnp.asarray(np.stack(pieces) if _is_stacked(path) else pieces[0])
     unexpected = sorted(k for k in state if k not in used and not IGNORED_HF_KEYS.search(k))
     if warn is not None:
         if missing:

@@ -137,9 +137,13 @@ def save_hf_pretrained(model: nnx.Module, path: str) -> None:
     from safetensors.numpy import save_file
 
     config: EncoderConfig = model.config
-    if isinstance(config, MobileBertConfig) and config.use_bottleneck and (
-        config.attention_input_sizes[0] == config.hidden_size
-        and config.hidden_size != config.true_hidden_size
+    if (
+        isinstance(config, MobileBertConfig)
+        and config.use_bottleneck
+        and (
+            config.attention_input_sizes[0] == config.hidden_size
+            and config.hidden_size != config.true_hidden_size
+        )
     ):
         log.warning(
             "%s: Q/K read the %d-wide block input (the IB-BERT teacher); transformers' "

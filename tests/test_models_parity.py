@@ -1,0 +1,237 @@
+"""Parity of every head of both families with transformers' PyTorch classes (float32)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_reference import hf_model, ours_from_hf, padded_batch, torch_inputs
+from squeezemobile_jax.models import get_model_config
+
+ATOL = 1e-4
+
+
+def max_err(ours, reference) -> float:
+    return float(np.max(np.abs(np.asarray(ours, np.float64) - np.asarray(reference, np.float64))))
+
+
+def assert_trunk_parity(config, enc, ref_out, mask):
+    """Every hidden state and every attention map of our EncoderOutput vs HF's outputs."""
+    ref_hidden = np.stack([h.numpy() for h in ref_out.hidden_states])
+    assert enc.hidden_states.shape == ref_hidden.shape
+    assert max_err(enc.hidden_states, ref_hidden) <= ATOL
+    ref_att = np.stack([a.numpy() for a in ref_out.attentions])
+    if config.model_type == "squeezebert":
+        # HF SqueezeBERT returns the masked pre-softmax scores; compare them at real keys,
+        # and check that masked keys carry the large negative mask value in both.
+        ours = np.asarray(enc.attention_scores)
+        keys = mask[None, :, None, None, :].astype(bool) & np.ones(ours.shape, bool)
+        assert max_err(ours[keys], ref_att[keys]) <= ATOL
+        assert np.all(ours[~keys] < -1e30) and np.all(ref_att[~keys] < -1e30)
+    else:
+        assert max_err(enc.attentions, ref_att) <= ATOL
+
+
+def run_parity(config, head, *, extra=None, num_choices=None):
+    reference = hf_model(config, head)
+    ours, report = ours_from_hf(config, head, reference, extra)
+    assert not report["missing"], report
+    ids, mask, types = padded_batch(config.vocab_size)
+    if num_choices:
+        ids, mask, types = (
+            np.stack([x, np.roll(x, 1, axis=0)], axis=1) for x in (ids, mask, types)
+        )
+    ref = reference(
+        **torch_inputs(ids, mask, types), output_hidden_states=True, output_attentions=True
+    )
+    out = ours(
+        ids,
+        mask,
+        types,
+        output_hidden_states=True,
+        output_attentions=True,
+        output_attention_scores=True,
+    )
+    flat_mask = mask.reshape(-1, mask.shape[-1])
+    return ours, reference, out, ref, (ids, mask, types), flat_mask
+
+
+SQUEEZE_SMALL = get_model_config("squeezebert-test")
+MOBILE_SMALL = get_model_config("mobilebert-test")
+SMALL = {"squeezebert": SQUEEZE_SMALL, "mobilebert": MOBILE_SMALL}
+CLASSIFIER_HEADS = ["sequence_classification", "token_classification", "question_answering"]
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
+@pytest.mark.parametrize("head", ["base", "masked_lm", *CLASSIFIER_HEADS])
+def test_head_parity(family, head):
+    config = SMALL[family].replace(num_labels=2 if head == "question_answering" else 3)
+    ours, ref_model, out, ref, _, mask = run_parity(config, head)
+    enc = out if head == "base" else out.encoder
+    assert_trunk_parity(config, enc, ref, mask)
+    if head == "base":
+        assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
+    elif head == "question_answering":
+        assert max_err(out.start_logits, ref.start_logits) <= ATOL
+        assert max_err(out.end_logits, ref.end_logits) <= ATOL
+    else:
+        assert out.logits.shape == tuple(ref.logits.shape)
+        assert max_err(out.logits, ref.logits) <= ATOL
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
+@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
+def test_sequence_classification_problem_types(family, problem_type):
+    num_labels = 1 if problem_type == "regression" else 4
+    config = SMALL[family].replace(num_labels=num_labels, problem_type=problem_type)
+    _, _, out, ref, _, _ = run_parity(config, "sequence_classification")
+    assert out.logits.shape == (3, num_labels)
+    assert max_err(out.logits, ref.logits) <= ATOL
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
+def test_multiple_choice_parity(family):
+    _, _, out, ref, _, mask = run_parity(SMALL[family], "multiple_choice", num_choices=2)
+    assert out.logits.shape == (3, 2)
+    assert max_err(out.logits, ref.logits) <= ATOL
+    assert_trunk_parity(SMALL[family], out.encoder, ref, mask)
+
+
+def _nsp_extra(config, seed=3):
+    g = np.random.default_rng(seed)
+    return {
+        "cls.seq_relationship.weight": (0.05 * g.standard_normal((2, config.hidden_size))).astype(
+            np.float32
+        ),
+        "cls.seq_relationship.bias": (0.05 * g.standard_normal(2)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
+def test_pretraining_and_masked_positions(family):
+    """MLM logits (everywhere and gathered at masked_lm_positions) and NSP/SOP logits."""
+    config = SMALL[family]
+    # HF has no SqueezeBERT pretraining class: its reference is the masked LM plus the SOP
+    # head applied by hand to HF's pooled output (as the published checkpoint is used).
+    extra = _nsp_extra(config) if family == "squeezebert" else None
+    ours, ref_model, out, ref, (ids, mask, types), _ = run_parity(
+        config, "pretraining", extra=extra
+    )
+    ref_mlm = ref.logits if family == "squeezebert" else ref.prediction_logits
+    assert max_err(out.prediction_logits, ref_mlm) <= ATOL
+    if family == "squeezebert":
+        pooled = ref_model.transformer(**torch_inputs(ids, mask, types)).pooler_output.numpy()
+        ref_nsp = (
+            pooled @ extra["cls.seq_relationship.weight"].T + extra["cls.seq_relationship.bias"]
+        )
+    else:
+        ref_nsp = ref.seq_relationship_logits
+    assert max_err(out.seq_relationship_logits, ref_nsp) <= ATOL
+    positions = np.array([[1, 3, 0], [2, 2, 8], [4, 0, 0]], np.int32)
+    gathered = ours(ids, mask, types, masked_lm_positions=positions).prediction_logits
+    expected = np.take_along_axis(np.asarray(ref_mlm), positions[..., None], axis=1)
+    assert gathered.shape == (3, 3, config.vocab_size)
+    assert max_err(gathered, expected) <= ATOL
+
+
+def test_next_sentence_parity_mobilebert():
+    _, _, out, ref, _, _ = run_parity(MOBILE_SMALL, "next_sentence")
+    assert max_err(out.logits, ref.logits) <= ATOL
+
+
+def test_next_sentence_parity_squeezebert():
+    extra = _nsp_extra(SQUEEZE_SMALL)
+    ours, ref_model, out, ref, (ids, mask, types), _ = run_parity(
+        SQUEEZE_SMALL, "next_sentence", extra=extra
+    )
+    pooled = ref_model.transformer(**torch_inputs(ids, mask, types)).pooler_output.numpy()
+    expected = pooled @ extra["cls.seq_relationship.weight"].T + extra["cls.seq_relationship.bias"]
+    assert max_err(out.logits, expected) <= ATOL
+
+
+SQUEEZE_ODD = [
+    dict(q_groups=1, k_groups=1, v_groups=1, intermediate_groups=1, output_groups=1),
+    dict(
+        q_groups=2,
+        k_groups=3,
+        v_groups=6,
+        post_attention_groups=2,
+        intermediate_groups=3,
+        output_groups=6,
+    ),
+    dict(
+        q_groups=6,
+        k_groups=6,
+        v_groups=6,
+        post_attention_groups=6,
+        intermediate_groups=6,
+        output_groups=3,
+        hidden_act="relu",
+    ),
+]
+MOBILE_ODD = [
+    dict(
+        use_bottleneck_attention=True, key_query_shared_bottleneck=False, num_feedforward_networks=2
+    ),  # MobileBERT_TINY
+    dict(
+        num_feedforward_networks=1,
+        normalization_type="layer_norm",
+        hidden_act="gelu",
+        classifier_activation=True,
+    ),
+    dict(trigram_input=False, classifier_activation=True),
+    dict(trigram_input=False, embedding_size=64, num_feedforward_networks=3),
+    dict(
+        use_bottleneck=False,
+        intra_bottleneck_size=None,
+        key_query_shared_bottleneck=False,
+        normalization_type="layer_norm",
+        hidden_act="gelu",
+        classifier_activation=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides", SQUEEZE_ODD)
+def test_squeezebert_odd_settings(overrides):
+    config = SQUEEZE_SMALL.replace(**overrides)
+    _, _, out, ref, _, mask = run_parity(config, "sequence_classification")
+    assert_trunk_parity(config, out.encoder, ref, mask)
+    assert max_err(out.logits, ref.logits) <= ATOL
+
+
+@pytest.mark.parametrize("overrides", MOBILE_ODD)
+def test_mobilebert_odd_settings(overrides):
+    config = MOBILE_SMALL.replace(**overrides)
+    _, _, out, ref, _, mask = run_parity(config, "pretraining")
+    assert_trunk_parity(config, out.encoder, ref, mask)
+    assert max_err(out.prediction_logits, ref.prediction_logits) <= ATOL
+    assert max_err(out.seq_relationship_logits, ref.seq_relationship_logits) <= ATOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezebert-uncased", "mobilebert-uncased"])
+def test_full_size_trunk_parity(name):
+    """The published architectures at full size (random weights, short padded batch)."""
+    config = get_model_config(name)
+    reference = hf_model(config, "base")
+    # Full-size random weights at HF's own scale keep activations in a realistic range.
+    torch.manual_seed(0)
+    reference.apply(reference._init_weights)
+    ours, report = ours_from_hf(config, "base", reference)
+    assert not report["missing"]
+    ids, mask, types = padded_batch(config.vocab_size, lengths=(24, 17))
+    ref = reference(
+        **torch_inputs(ids, mask, types), output_hidden_states=True, output_attentions=True
+    )
+    out = ours(
+        ids,
+        mask,
+        types,
+        output_hidden_states=True,
+        output_attentions=True,
+        output_attention_scores=True,
+    )
+    assert_trunk_parity(config, out, ref, mask)
+    assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
