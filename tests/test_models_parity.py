@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from hf_reference import hf_model, ours_from_hf, padded_batch, torch_inputs
+
 from squeezemobile_jax.models import get_model_config
 
 ATOL = 1e-4
