@@ -114,7 +114,8 @@ class TaskModel(nnx.Module):
 
     def _encode(self, input_ids, attention_mask, token_type_ids, kwargs) -> tuple[Any, KeySplitter]:
         deterministic = kwargs.get("deterministic", True)
-        keys = KeySplitter(None if deterministic else kwargs.pop("dropout_rng", None))
+        rng = kwargs.pop("dropout_rng", None)
+        keys = KeySplitter(None if deterministic else rng)
         out = self.backbone(input_ids, attention_mask, token_type_ids, dropout_rng=keys(), **kwargs)
         return out, keys
 

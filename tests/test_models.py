@@ -1,0 +1,230 @@
+"""Model configs, parameter counts, scan vs unrolled, and the IB-BERT teacher vs NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hf_reference import padded_batch
+
+from squeezemobile_jax.models import (
+    MobileBertConfig,
+    SqueezeBertConfig,
+    build_model,
+    config_from_dict,
+    get_model_config,
+)
+
+
+def param_count(module) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # Published figures: SqueezeBertModel (with its pooler) 51,094,272 = the paper's 51.1M;
+        # MobileBERT-family embeddings + encoder from the original configs.
+        ("squeezebert-uncased", 51_094_272),
+        ("mobilebert-uncased", 24_581_888),
+        ("mobilebert-tiny", 15_485_696),
+        ("ib-bert-large", 294_205_184),
+    ],
+)
+def test_preset_parameter_counts(name, expected):
+    model = nnx.eval_shape(lambda: build_model(get_model_config(name)))
+    trunk = param_count(model.embeddings) + param_count(model.layers)
+    if name.startswith("squeezebert"):
+        trunk += param_count(model.pooler)
+        assert abs(trunk - 51.09e6) <= 0.1e6
+    assert trunk == expected
+
+
+def test_bert_base_count():
+    model = nnx.eval_shape(lambda: build_model(get_model_config("bert-base-uncased")))
+    assert param_count(model) == 109_482_240  # BERT-base with pooler, vocab 30522
+
+
+@pytest.mark.parametrize(
+    "cls, fields, field",
+    [
+        (SqueezeBertConfig, dict(hidden_size=100, num_attention_heads=12), "num_attention_heads"),
+        (SqueezeBertConfig, dict(hidden_size=96, num_attention_heads=4, q_groups=5), "q_groups"),
+        (SqueezeBertConfig, dict(intermediate_size=3070), "intermediate_groups"),
+        (SqueezeBertConfig, dict(embedding_size=128), "embedding_size"),
+        (SqueezeBertConfig, dict(hidden_act="gelu_fast_typo"), "hidden_act"),
+        (SqueezeBertConfig, dict(num_hidden_layers=0), "num_hidden_layers"),
+        (SqueezeBertConfig, dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (MobileBertConfig, dict(normalization_type="batch_norm"), "normalization_type"),
+        (
+            MobileBertConfig,
+            dict(use_bottleneck=False, intra_bottleneck_size=128),
+            "intra_bottleneck_size",
+        ),
+        (
+            MobileBertConfig,
+            dict(use_bottleneck=False, intra_bottleneck_size=None),
+            "key_query_shared_bottleneck",
+        ),
+        (MobileBertConfig, dict(use_bottleneck_attention=True), "key_query_shared_bottleneck"),
+        (MobileBertConfig, dict(intra_bottleneck_size=130), "num_attention_heads"),
+        (MobileBertConfig, dict(embedding_size=1024), "embedding_size"),
+        (MobileBertConfig, dict(num_feedforward_networks=0), "num_feedforward_networks"),
+        (MobileBertConfig, dict(compute_dtype="float8"), "compute_dtype"),
+    ],
+)
+def test_invalid_configs_name_the_field(cls, fields, field):
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        cls(**fields)
+
+
+def test_config_dicts():
+    config = get_model_config("mobilebert-tiny")
+    assert config_from_dict(config.to_dict()) == config
+    hf = config.to_hf_dict()
+    assert "scan_layers" not in hf and hf["true_hidden_size"] == 128
+    assert (
+        config_from_dict({**hf, "transformers_version": "5", "architectures": []}, strict=False)
+        == config
+    )
+    with pytest.raises(ValueError, match="typo_field"):
+        config_from_dict({**config.to_dict(), "typo_field": 1})
+    with pytest.raises(ValueError, match="model_type"):
+        config_from_dict({"model_type": "bert"})
+    # An HF config without a bottleneck keeps HF's (ignored) default intra_bottleneck_size.
+    plain = config_from_dict(
+        {"model_type": "mobilebert", "use_bottleneck": False, "intra_bottleneck_size": 128},
+        strict=False,
+    )
+    assert plain.true_hidden_size == plain.hidden_size
+    with pytest.raises(ValueError, match="unknown model preset"):
+        get_model_config("mobilebert-huge")
+
+
+@pytest.mark.parametrize("name", ["squeezebert-test", "mobilebert-test", "ib-bert-test"])
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_scan_equals_unrolled(name, deterministic):
+    config = get_model_config(name, hidden_dropout_prob=0.1)
+    ids, mask, types = padded_batch(config.vocab_size)
+    kwargs = dict(
+        deterministic=deterministic,
+        dropout_rng=jax.random.key(7),
+        output_hidden_states=True,
+        output_attentions=True,
+        output_attention_scores=True,
+    )
+    outs = []
+    for scan in (False, True):
+        model = build_model(config.replace(scan_layers=scan), "pretraining", seed=3)
+        outs.append(model(ids, mask, types, **kwargs))
+    for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    if not deterministic:  # dropout really acted
+        det = build_model(config, "pretraining", seed=3)(ids, mask, types)
+        assert not np.allclose(det.prediction_logits, outs[0].prediction_logits)
+
+
+def test_remat_and_bfloat16_run():
+    config = get_model_config("mobilebert-test", remat=True, scan_layers=True)
+    ids, mask, types = padded_batch(config.vocab_size)
+    model = build_model(config, "pretraining")
+    ref = model(ids, mask, types).prediction_logits
+    bf16 = build_model(config.replace(compute_dtype="bfloat16"), "pretraining")
+    out = bf16(ids, mask, types)
+    assert out.encoder.last_hidden_state.dtype == jnp.bfloat16
+    assert out.prediction_logits.dtype == jnp.float32
+    assert np.max(np.abs(np.asarray(out.prediction_logits) - np.asarray(ref))) < 0.1
+
+
+# ----------------------------------------------------------------- IB-BERT vs float64 NumPy
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def np_gelu(x):
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+def np_layer_norm(x, scale, bias, eps=1e-12):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def np_dense(x, dense):
+    return x @ np.asarray(dense.kernel[...], np.float64) + np.asarray(dense.bias[...], np.float64)
+
+
+def np_norm(x, norm):
+    return np_layer_norm(
+        x, np.asarray(norm.scale[...], np.float64), np.asarray(norm.bias[...], np.float64)
+    )
+
+
+def np_teacher_block(x, mask, layer, num_heads):
+    """The original IB-BERT block: Q, K, V from the 512-d input x, 4 wide heads."""
+    a = np_norm(np_dense(x, layer.bottleneck_input), layer.bottleneck_input_norm)
+    b, t, _ = x.shape
+
+    def heads(y):
+        return y.reshape(b, t, num_heads, -1).transpose(0, 2, 1, 3)
+
+    q, k, v = (heads(np_dense(x, d)) for d in (layer.query, layer.key, layer.value))
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+    scores = scores + (1.0 - mask[:, None, None, :]) * -1e30
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    context = (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, -1)
+    h = np_norm(np_dense(context, layer.attention_output) + a, layer.attention_output_norm)
+    for ffn in layer.ffn:
+        h = np_norm(np_dense(np_gelu(np_dense(h, ffn.intermediate)), ffn.output) + h, ffn.norm)
+    return np_norm(np_dense(h, layer.output_bottleneck) + x, layer.output_bottleneck_norm)
+
+
+def np_teacher(ids, mask, types, model):
+    emb = model.embeddings
+    e = np.asarray(emb.word_embeddings.embedding[...], np.float64)[ids]
+    zeros = np.zeros_like(e[:, :1])
+    tri = np.concatenate(
+        [np.concatenate([e[:, 1:], zeros], 1), e, np.concatenate([zeros, e[:, :-1]], 1)], -1
+    )
+    x = np_dense(tri, emb.embedding_transformation)
+    x = x + np.asarray(emb.position_embeddings.embedding[...], np.float64)[: ids.shape[1]][None]
+    x = x + np.asarray(emb.token_type_embeddings.embedding[...], np.float64)[types]
+    hidden = [np_norm(x, emb.norm)]
+    graphdef, state = nnx.split(model.layers)
+    for i in range(model.config.num_hidden_layers):
+        layer = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
+        hidden.append(np_teacher_block(hidden[-1], mask.astype(np.float64), layer, 4))
+    return np.stack(hidden)
+
+
+def randomized(model, seed=0):
+    """Every parameter random (norm scales near 1), so no mapping hides behind 0/1 values."""
+    rng = np.random.default_rng(seed)
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        noise = rng.standard_normal(var.shape).astype(np.float32)
+        var[...] = jnp.asarray(1.0 + 0.1 * noise if path[-1] == "scale" else 0.05 * noise)
+    return model
+
+
+def test_ib_bert_teacher_matches_float64_numpy():
+    config = get_model_config("ib-bert-test")
+    assert config.attention_input_sizes == (config.hidden_size, config.hidden_size)
+    model = randomized(build_model(config))
+    # Q/K/V read the 64-d block input while attention runs 128 wide (4 heads of 32).
+    assert model.layers.query.kernel.shape == (2, 64, 128)
+    ids, mask, types = padded_batch(config.vocab_size)
+    out = model(ids, mask, types, output_hidden_states=True)
+    expected = np_teacher(ids, mask, types, model)
+    assert np.max(np.abs(np.asarray(out.hidden_states, np.float64) - expected)) <= 1e-5
+    # One layer on its own.
+    graphdef, state = nnx.split(model.layers)
+    layer0 = nnx.merge(graphdef, jax.tree.map(lambda a: a[0], state))
+    x = np.random.default_rng(1).standard_normal((3, 12, 64)).astype(np.float32)
+    ours = layer0(jnp.asarray(x), jnp.asarray(mask), None, deterministic=True, need_weights=False)
+    ref = np_teacher_block(x.astype(np.float64), mask.astype(np.float64), layer0, 4)
+    assert np.max(np.abs(np.asarray(ours.hidden, np.float64) - ref)) <= 1e-5
