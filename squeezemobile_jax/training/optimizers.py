@@ -288,7 +288,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        norm = optax.global_norm(updates)
+        norm = optax.tree.norm(updates)
         factor = max_norm / jnp.maximum(norm, max_norm)
         return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates), state
 

@@ -117,11 +117,11 @@ def make_train_step(
         (loss, aux), grads = accumulate_gradients(
             grad_fn, state.params, batch, rng, grad_accum_steps, micro_sharding
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, step=step)
         params = optax.apply_updates(state.params, updates)
-        param_norm = optax.global_norm(params)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+        new_norm = optax.tree.norm(params)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(new_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
         new_state = state.replace(
             step=step + 1,
@@ -133,8 +133,9 @@ def make_train_step(
             "loss": loss,
             **aux,
             "grad_norm": grad_norm,
-            "param_norm": param_norm,
-            "update_norm": optax.global_norm(updates),
+            # Norms of what was applied: the old params and 0 when the update was dropped.
+            "param_norm": jnp.where(finite, new_norm, optax.tree.norm(state.params)),
+            "update_norm": jnp.where(finite, optax.tree.norm(updates), 0.0),
             "finite": finite.astype(jnp.float32),
         }
         if schedule is not None:

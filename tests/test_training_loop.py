@@ -1,0 +1,157 @@
+"""The generic loop in one process: SIGTERM, corrupt checkpoints, non-finite steps, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from squeezemobile_jax.training import checkpoint, loop, toy
+
+
+def _run(workdir, steps=10, ckpt_every=5, batches=None, **train):
+    config = toy.toy_config(steps)
+    config.checkpoint.every_steps = ckpt_every
+    config.checkpoint.async_save = True
+    config.optimizer.schedule.decay_steps = 20  # same lr schedule whatever the run length
+    for k, v in train.items():
+        config.train[k] = v
+    model = toy.ToyMLP(rngs=nnx.Rngs(0))
+    task = loop.Task(loss_fn=toy.toy_loss)
+    return loop.train_and_evaluate(config, workdir, task, model, batches or toy.toy_batches(16))
+
+
+def _metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _ckpt_steps(workdir) -> list[int]:
+    d = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def _saved_params(workdir, step):
+    model = toy.ToyMLP(rngs=nnx.Rngs(0))
+    target = nnx.state(model, nnx.Param)
+    return checkpoint.restore_params(os.path.join(workdir, "checkpoints"), target, step)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    inner = toy.toy_batches(16)
+
+    def batches(start):
+        for i, b in enumerate(inner(start), start):
+            if i == 6:  # delivered while step 6 is being prepared
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield b
+
+    result = _run(tmp_path, steps=20, ckpt_every=100, batches=batches)
+    assert result.preempted and result.step == 7
+    assert _ckpt_steps(tmp_path) == [7]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    # The saved checkpoint holds the params the run ended with.
+    saved = _saved_params(tmp_path, 7)
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(result.state.params)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+# A failed orbax restore leaves tensorstore callbacks for an event loop it has closed.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_truncated_latest_checkpoint_is_skipped(tmp_path, caplog):
+    first = _run(tmp_path, steps=10, ckpt_every=5)
+    assert _ckpt_steps(tmp_path) == [5, 10]
+    at_5 = jax.tree.map(np.asarray, _saved_params(tmp_path, 5))
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "10"):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.sep + "d" + os.sep in path:  # array data files
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+    assert first.step == 10
+    with caplog.at_level(logging.WARNING):
+        resumed = _run(tmp_path, steps=12, ckpt_every=5)
+    assert resumed.restored_step == 5
+    assert any("checkpoints/10 cannot be used" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "checkpoints_corrupt" / "10").exists()
+    assert _ckpt_steps(tmp_path) == [5, 10, 12]
+    # Restarting from 5 replays steps 6..10: the metrics match the first run's.
+    logged = _metrics(tmp_path)
+    first_run = {m["step"]: m["loss"] for m in logged[:10]}
+    second_run = {m["step"]: m["loss"] for m in logged[10:]}
+    assert sorted(second_run) == list(range(6, 13))
+    for s in range(6, 11):
+        assert second_run[s] == first_run[s]
+    still_5 = jax.tree.map(np.asarray, _saved_params(tmp_path, 5))
+    for a, b in zip(jax.tree.leaves(still_5), jax.tree.leaves(at_5)):
+        assert np.array_equal(a, b)
+
+
+def test_nan_batch_stops_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(loop.NonFiniteError, match=r"step 7.*last good checkpoint is step 5"):
+        _run(tmp_path, steps=10, ckpt_every=5, batches=toy.toy_batches(16, nan_at_step=6))
+    assert _ckpt_steps(tmp_path) == [5]
+    params = _saved_params(tmp_path, 5)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_nan_batch_is_skipped_when_configured(tmp_path):
+    result = _run(
+        tmp_path,
+        steps=10,
+        ckpt_every=5,
+        batches=toy.toy_batches(16, nan_at_step=6),
+        nonfinite="skip",
+    )
+    assert result.step == 10 and int(result.state.nonfinite_steps) == 1
+    logged = {m["step"]: m for m in _metrics(tmp_path)}
+    assert logged[7]["finite"] == 0.0 and logged[7]["loss"] == "nan"
+    assert logged[7]["param_norm"] == logged[6]["param_norm"]  # update dropped
+    assert logged[8]["param_norm"] != logged[7]["param_norm"]  # training went on
+    assert _ckpt_steps(tmp_path) == [5, 10]
+    for step in (5, 10):
+        params = _saved_params(tmp_path, step)
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+    assert checkpoint.read_metadata(tmp_path / "checkpoints")["nonfinite_steps"] == 1
+
+
+def test_logs_config_and_eval(tmp_path):
+    calls = []
+
+    def eval_fn(model, mesh, step):
+        calls.append(step)
+        batch = toy.toy_global_batch(999, 8)
+        loss, _ = toy.toy_loss(model, batch, None)
+        return {"loss": float(loss)}
+
+    config = toy.toy_config(6)
+    config.train.eval_every = 3
+    config.train.log_every = 2
+    task = loop.Task(
+        loss_fn=toy.toy_loss,
+        eval_fn=eval_fn,
+        flops_per_example=1e6,
+        count_fn=lambda b: {"examples": len(b["x"]), "tokens": b["x"].size},
+        checkpoint_metadata=lambda step: {"phase": step // 3},
+    )
+    config.train.peak_flops_per_device = 1e12
+    loop.train_and_evaluate(
+        config, tmp_path, task, toy.ToyMLP(rngs=nnx.Rngs(0)), toy.toy_batches(16)
+    )
+    assert calls == [3, 6]
+    logged = _metrics(tmp_path)
+    train_steps = [m["step"] for m in logged if "loss" in m]
+    assert train_steps == [2, 4, 6]
+    row = next(m for m in logged if m["step"] == 4 and "loss" in m)
+    assert row["tokens_per_sec"] == pytest.approx(8 * row["examples_per_sec"])
+    assert row["mfu"] == pytest.approx(1e6 * row["examples_per_sec"] / 1e12)
+    assert [m["step"] for m in logged if "eval/loss" in m] == [3, 6]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["train"]["num_steps"] == 6
+    assert checkpoint.read_metadata(tmp_path / "checkpoints")["task"] == {"phase": 2}
