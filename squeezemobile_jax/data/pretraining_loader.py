@@ -66,7 +66,8 @@ class PretrainingLoader:
     Args:
       corpus: a CorpusSpec, a mapping of its fields, "builtin", a text file path, or an
         already tokenised `TokenizedCorpus`.
-      tokenizer: a WordPieceTokenizer or a path for `load_tokenizer`.
+      tokenizer: a WordPieceTokenizer or a path for `load_tokenizer`; with a TokenizedCorpus
+        it may also be just the SpecialIds (ids of [CLS], [SEP], [MASK], [PAD], vocab size).
       max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, task,
         whole_word_masking: example options (BERT defaults; task 'nsp' or 'sop').
       seed: seeds order, pairing and masking.
@@ -88,7 +89,7 @@ class PretrainingLoader:
     def __init__(
         self,
         corpus: CorpusSpec | Mapping[str, Any] | str | os.PathLike | TokenizedCorpus,
-        tokenizer: WordPieceTokenizer | str | os.PathLike,
+        tokenizer: WordPieceTokenizer | str | os.PathLike | SpecialIds,
         *,
         max_seq_length: int = 128,
         max_predictions_per_seq: int = 20,
@@ -108,9 +109,12 @@ class PretrainingLoader:
         prefetch: int = 2,
         show_progress: bool = True,
     ):
-        if not isinstance(tokenizer, WordPieceTokenizer):
+        if isinstance(tokenizer, SpecialIds):
+            if not isinstance(corpus, TokenizedCorpus):
+                raise ValueError("SpecialIds instead of a tokenizer needs a TokenizedCorpus")
+        elif not isinstance(tokenizer, WordPieceTokenizer):
             tokenizer = load_tokenizer(tokenizer)
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if isinstance(tokenizer, WordPieceTokenizer) else None
         self.options = ExampleOptions(
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
@@ -135,16 +139,24 @@ class PretrainingLoader:
         if isinstance(corpus, TokenizedCorpus):
             self.corpus = corpus
         else:
+            assert isinstance(tokenizer, WordPieceTokenizer)
             self.corpus = tokenized_corpus(corpus, tokenizer, cache_dir, num_proc, show_progress)
-        self._check_vocabulary()
-        self.special = SpecialIds(
-            cls_id=tokenizer.cls_id,
-            sep_id=tokenizer.sep_id,
-            mask_id=tokenizer.mask_id,
-            pad_id=tokenizer.pad_id,
-            vocab_size=tokenizer.vocab_size,
-            continuation=tokenizer.continuation_mask() if whole_word_masking else None,
-        )
+        if isinstance(tokenizer, SpecialIds):
+            self.special = tokenizer
+        else:
+            self._check_vocabulary(tokenizer)
+            self.special = SpecialIds(
+                cls_id=tokenizer.cls_id,
+                sep_id=tokenizer.sep_id,
+                mask_id=tokenizer.mask_id,
+                pad_id=tokenizer.pad_id,
+                vocab_size=tokenizer.vocab_size,
+                continuation=tokenizer.continuation_mask() if whole_word_masking else None,
+            )
+        if whole_word_masking and self.special.continuation is None:
+            raise ValueError("whole_word_masking needs SpecialIds.continuation (bool [vocab])")
+        if self.corpus.num_documents == 0:
+            raise ValueError("the corpus has no document")
         self._tokens = self.corpus.tokens
         self._so = self.corpus.sentence_offsets
         self._do = self.corpus.document_offsets
@@ -271,20 +283,18 @@ class PretrainingLoader:
 
     # -- checks and logs -----------------------------------------------------------------------
 
-    def _check_vocabulary(self) -> None:
+    def _check_vocabulary(self, tokenizer: WordPieceTokenizer) -> None:
         cached_with = self.corpus.info.get("tokenizer_fingerprint")
         if cached_with is not None:
-            if cached_with != self.tokenizer.fingerprint():
+            if cached_with != tokenizer.fingerprint():
                 raise ValueError(
                     f"the corpus was tokenised with another tokenizer ({cached_with}) than "
-                    f"{self.tokenizer.source} ({self.tokenizer.fingerprint()})"
+                    f"{tokenizer.source} ({tokenizer.fingerprint()})"
                 )
-        elif (
-            self.corpus.num_tokens and int(np.max(self.corpus.tokens)) >= self.tokenizer.vocab_size
-        ):
+        elif self.corpus.num_tokens and int(np.max(self.corpus.tokens)) >= tokenizer.vocab_size:
             raise ValueError(
-                f"the corpus holds token ids beyond the vocabulary of {self.tokenizer.source} "
-                f"({self.tokenizer.vocab_size} ids)"
+                f"the corpus holds token ids beyond the vocabulary of {tokenizer.source} "
+                f"({tokenizer.vocab_size} ids)"
             )
 
     def _log_summary(self) -> None:
