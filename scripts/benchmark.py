@@ -1,0 +1,292 @@
+"""Speed of our JAX models beside HF transformers' PyTorch models, in one run on one machine.
+
+For each model it measures, after warm-up, the median over repeated runs of:
+  * inference latency of the trunk at batch 1 (and optionally 32), length 128;
+  * pretraining step throughput (tokens/s): a full MLM + NSP step with AdamW, forward,
+    backward and update. Ours computes MLM logits only at the masked positions (as BERT's
+    original code); HF's classes compute them at every position, which is what its users get.
+  * compile time of our jitted step.
+Ratios are printed ours/peer (a speed-up above 1 means we are faster). The markdown table,
+with the command that made it, goes to stdout and optionally to a file.
+
+    python scripts/benchmark.py --models squeezebert,bert-base,mobilebert --output BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from squeezemobile_jax.models import build_model, get_model_config  # noqa: E402
+
+MODELS = {  # benchmark name -> (preset, HF pretraining class or None)
+    "squeezebert": "squeezebert-uncased",
+    "bert-base": "bert-base-uncased",
+    "mobilebert": "mobilebert-uncased",
+    "ib-bert": "ib-bert-large",
+}
+
+
+@dataclass
+class Row:
+    model: str
+    metric: str
+    ours: float
+    peer: float | None
+    unit: str
+    higher_is_better: bool
+
+    @property
+    def speedup(self) -> float | None:
+        if self.peer is None:
+            return None
+        return self.ours / self.peer if self.higher_is_better else self.peer / self.ours
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall time (s) of `fn()` over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, seed: int = 0):
+    """A right-padded pretraining batch (NumPy), like the data pipeline produces."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab_size - 10, size=(batch, length)).astype(np.int32)
+    mask = np.ones((batch, length), np.int32)
+    mask[batch // 2 :, length - length // 8 :] = 0
+    types = np.zeros((batch, length), np.int32)
+    types[:, length // 2 :] = 1
+    positions = np.stack(
+        [
+            np.sort(rng.choice(np.arange(1, length - length // 8), predictions, replace=False))
+            for _ in range(batch)
+        ]
+    ).astype(np.int32)
+    labels = np.take_along_axis(ids, positions, axis=1)
+    return dict(
+        input_ids=ids,
+        attention_mask=mask,
+        token_type_ids=types,
+        masked_lm_positions=positions,
+        masked_lm_ids=labels,
+        masked_lm_weights=np.ones_like(positions, np.float32),
+        next_sentence_labels=(np.arange(batch) % 2).astype(np.int32),
+    )
+
+
+# ------------------------------------------------------------------------------- ours
+def ours_inference(config, batch: dict, repeats: int, warmup: int) -> float:
+    model = build_model(config)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, ids, mask, types):
+        return nnx.merge(graphdef, state)(ids, mask, types).last_hidden_state
+
+    args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+    return median_time(lambda: forward(state, *args).block_until_ready(), repeats, warmup)
+
+
+def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[float, float]:
+    """(median step seconds, compile seconds) of a full MLM + NSP AdamW step."""
+    model = build_model(config, "pretraining")
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, batch, rng):
+        out = nnx.merge(graphdef, params)(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            masked_lm_positions=batch["masked_lm_positions"],
+            deterministic=False,
+            dropout_rng=rng,
+        )
+        logp = jax.nn.log_softmax(out.prediction_logits)
+        nll = -jnp.take_along_axis(logp, batch["masked_lm_ids"][..., None], axis=-1)[..., 0]
+        w = batch["masked_lm_weights"]
+        mlm = jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
+        nsp = optax.softmax_cross_entropy_with_integer_labels(
+            out.seq_relationship_logits, batch["next_sentence_labels"]
+        ).mean()
+        return mlm + nsp
+
+    @jax.jit(donate_argnums=(0, 1))
+    def step(params, opt_state, batch, rng):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    rng = jax.random.key(0)
+    start = time.perf_counter()
+    compiled = step.lower(params, opt_state, device_batch, rng).compile()
+    compile_s = time.perf_counter() - start
+    state = [params, opt_state]
+
+    def run():
+        state[0], state[1], loss = compiled(state[0], state[1], device_batch, rng)
+        loss.block_until_ready()
+
+    return median_time(run, repeats, warmup), compile_s
+
+
+# ------------------------------------------------------------------------------- peer
+def hf_model(config, head: str):
+    import transformers
+
+    from squeezemobile_jax.hub.hf import architecture_name
+
+    fields = config.to_hf_dict()
+    fields.pop("model_type")
+    cls = {
+        "squeezebert": transformers.SqueezeBertConfig,
+        "mobilebert": transformers.MobileBertConfig,
+    }
+    hf_config = cls[config.model_type](**fields)
+    return getattr(transformers, architecture_name(config, head))(hf_config)
+
+
+def hf_inference(config, batch: dict, repeats: int, warmup: int) -> float:
+    import torch
+
+    model = hf_model(config, "base").eval()
+    inputs = {
+        k: torch.from_numpy(batch[k]).long()
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+
+    def run():
+        with torch.inference_mode():
+            model(**inputs)
+
+    return median_time(run, repeats, warmup)
+
+
+def hf_train_step(config, batch: dict, repeats: int, warmup: int) -> float:
+    """A full MLM + NSP AdamW step the way an HF user writes it (MLM logits everywhere)."""
+    import torch
+
+    model = hf_model(config, "pretraining").train()
+    nsp_head = None
+    if config.model_type == "squeezebert":  # HF has no SqueezeBERT pretraining class
+        nsp_head = torch.nn.Linear(config.hidden_size, 2)
+    params = list(model.parameters()) + (list(nsp_head.parameters()) if nsp_head else [])
+    opt = torch.optim.AdamW(params, lr=1e-4, eps=1e-6, weight_decay=0.01)
+    t = {k: torch.from_numpy(v).long() for k, v in batch.items() if k != "masked_lm_weights"}
+    labels = torch.full_like(t["input_ids"], -100)
+    labels.scatter_(1, t["masked_lm_positions"], t["masked_lm_ids"])
+    inputs = {k: t[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        if nsp_head is None:
+            out = model(**inputs, labels=labels, next_sentence_label=t["next_sentence_labels"])
+            loss = out.loss
+        else:
+            trunk = model.transformer(**inputs)
+            logits = model.cls(trunk.last_hidden_state)
+            mlm = torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100
+            )
+            nsp = torch.nn.functional.cross_entropy(
+                nsp_head(trunk.pooler_output), t["next_sentence_labels"]
+            )
+            loss = mlm + nsp
+        loss.backward()
+        opt.step()
+
+    return median_time(run, repeats, warmup)
+
+
+# ------------------------------------------------------------------------------- main
+def markdown(rows: list[Row], command: str, args: argparse.Namespace) -> str:
+    import torch
+
+    lines = [
+        "| model | metric | ours (JAX) | HF PyTorch | speed-up ours/peer |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        peer = "-" if r.peer is None else f"{r.peer:,.3g} {r.unit}"
+        speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
+        lines.append(f"| {r.model} | {r.metric} | {r.ours:,.3g} {r.unit} | {peer} | {speedup} |")
+    header = (
+        f"Command: `{command}`\n\n"
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"JAX {jax.__version__} on {jax.devices()[0].platform}, PyTorch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); batch {args.batch}, length {args.length}, "
+        f"{args.predictions} masked positions, float32, medians of {args.repeats} runs after "
+        f"{args.warmup} warm-up runs.\n\n"
+    )
+    return header + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="squeezebert,bert-base,mobilebert")
+    parser.add_argument("--batch", type=int, default=8, help="training batch size")
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--predictions", type=int, default=20, help="masked positions per row")
+    parser.add_argument("--inference-batches", default="1", help="comma list, e.g. 1,32")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-peer", action="store_true", help="skip HF PyTorch")
+    parser.add_argument("--output", help="also write the markdown table here")
+    args = parser.parse_args(argv)
+    command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    rows: list[Row] = []
+    for name in args.models.split(","):
+        if name not in MODELS:
+            parser.error(f"--models: unknown {name!r}; choose from {sorted(MODELS)}")
+        config = get_model_config(MODELS[name], scan_layers=True)
+        peer = not args.no_peer and name != "ib-bert"  # HF cannot build the IB-BERT teacher
+        for b in (int(x) for x in args.inference_batches.split(",")):
+            batch = synthetic_batch(config.vocab_size, b, args.length, args.predictions)
+            ours = ours_inference(config, batch, args.repeats, args.warmup)
+            theirs = hf_inference(config, batch, args.repeats, args.warmup) if peer else None
+            ms = None if theirs is None else 1e3 * theirs
+            rows.append(Row(name, f"inference latency b={b}", 1e3 * ours, ms, "ms", False))
+            print(rows[-1], flush=True)
+        batch = synthetic_batch(config.vocab_size, args.batch, args.length, args.predictions)
+        tokens = args.batch * args.length
+        step_s, compile_s = ours_train_step(config, batch, args.repeats, args.warmup)
+        peer_s = hf_train_step(config, batch, args.repeats, args.warmup) if peer else None
+        peer_tps = None if peer_s is None else tokens / peer_s
+        rows.append(Row(name, "train step throughput", tokens / step_s, peer_tps, "tok/s", True))
+        print(rows[-1], flush=True)
+        rows.append(Row(name, "train step compile time", compile_s, None, "s", False))
+        print(rows[-1], flush=True)
+
+    table = markdown(rows, command, args)
+    print(table)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write("# Benchmarks\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()
