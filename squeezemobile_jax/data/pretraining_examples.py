@@ -15,21 +15,23 @@ every random choice from a NumPy Generator that the caller seeds from (seed, epo
   0 = in order); a single-sentence chunk takes a random B (label 1), as ALBERT does.
 - `truncation_amounts`: while too long, trim the longer segment (B on ties) at a random end.
 - Masking (`choose_masked_positions`, `corrupt_tokens`): `min(max_predictions_per_seq,
-  max(1, round(n * masked_lm_prob)))` positions among the n non-special tokens, chosen by a
-  shuffle (whole words at once with whole-word masking, skipping a word that would overshoot);
-  each becomes [MASK] with probability 0.8, a random vocabulary id with 0.1, stays with 0.1.
+  max(1, round(n * masked_lm_prob)))` positions among the n maskable tokens of A and B (all but
+  special ids; [UNK] is never a target, as in HF's collator), chosen by a shuffle (whole words
+  at once with whole-word masking, skipping a word that would overshoot); each becomes [MASK]
+  with probability 0.8, a random vocabulary id with 0.1, stays unchanged with 0.1.
 
 Differences from the static TF script, all so that an example is a pure function of its index:
 the short target is drawn per example (BERT draws it once per document, so its share of short
 examples depends on document lengths); with a random B the chunk's unused sentences are not put
 back (they are used in other epochs, where the split point is redrawn); the masking budget
-counts the non-special tokens (BERT counts [CLS]/[SEP] too: the same 19 at length 128); a word
-group never spans A and B.
+counts the maskable tokens (BERT counts [CLS]/[SEP] too: the same 19 at length 128, and would
+also mask [UNK]); a word group never spans A and B.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -81,7 +83,16 @@ class SpecialIds:
     mask_id: int
     pad_id: int
     vocab_size: int
+    unk_id: int | None = None
     continuation: np.ndarray | None = None  # bool [vocab_size]; needed for whole-word masking
+
+    @functools.cached_property
+    def never_mask(self) -> np.ndarray:
+        """Bool [vocab_size]: ids never chosen for prediction (the special tokens, [UNK])."""
+        table = np.zeros(self.vocab_size, bool)
+        ids = [self.cls_id, self.sep_id, self.mask_id, self.pad_id, self.unk_id]
+        table[[i for i in ids if i is not None]] = True
+        return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,29 +274,41 @@ def num_to_mask(num_candidates: int, masked_lm_prob: float, max_predictions: int
     return min(max_predictions, max(1, int(round(num_candidates * masked_lm_prob))))
 
 
+def masking_candidates(
+    input_ids: np.ndarray, len_a: int, len_b: int, never_mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions (int64, ascending) of `[CLS] A [SEP] B [SEP]` that may be masked: those of A
+    and B, minus any holding an id flagged in `never_mask` (bool [vocab], e.g. [UNK])."""
+    candidates = np.concatenate([np.arange(1, len_a + 1), np.arange(len_a + 2, len_a + len_b + 2)])
+    if never_mask is not None:
+        candidates = candidates[~never_mask[input_ids[candidates]]]
+    return candidates
+
+
 def choose_masked_positions(
     rng: np.random.Generator,
     input_ids: np.ndarray,
-    len_a: int,
-    len_b: int,
+    candidates: np.ndarray,
     num_to_predict: int,
     continuation: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sorted positions to predict in `[CLS] A [SEP] B [SEP]` (int64 [<= num_to_predict]).
+    """Sorted positions to predict (int64 [<= num_to_predict]), a subset of `candidates`.
 
-    Candidates are positions 1..len_a and len_a+2..len_a+len_b+1 (never [CLS]/[SEP]/padding).
-    With `continuation` (bool [vocab]), a `##` piece joins its word and whole words are chosen,
-    skipping a word that would overshoot the budget, as BERT's whole-word masking.
+    Chosen by a shuffle of the candidates. With `continuation` (bool [vocab]), a `##` piece
+    joins the word of the candidate right before it, and whole words are taken in shuffled
+    order, skipping a word that would overshoot the budget, as BERT's whole-word masking.
+    A word never spans a gap (the [SEP] between A and B, or an excluded token).
     """
-    n = len_a + len_b
     if continuation is None:
-        chosen = rng.permutation(n)[:num_to_predict]
+        chosen = candidates[rng.permutation(len(candidates))[:num_to_predict]]
         chosen.sort()
-        return chosen + 1 + (chosen >= len_a)
-    candidates = np.concatenate([np.arange(1, len_a + 1), np.arange(len_a + 2, len_a + len_b + 2)])
+        return chosen
+    n = len(candidates)
+    if n == 0:
+        return candidates
     joins = continuation[input_ids[candidates]]
     joins[0] = False
-    joins[len_a] = False  # a word never spans A and B
+    joins[1:] &= np.diff(candidates) == 1
     group_start = np.flatnonzero(~joins)
     group_len = np.diff(np.append(group_start, n))
     picked, total = [], 0
@@ -340,9 +363,10 @@ def write_example(
     ids[2 + la + lb] = special.sep_id
     out["token_type_ids"][row, 2 + la : 3 + la + lb] = 1
     out["attention_mask"][row, : 3 + la + lb] = 1
-    k = num_to_mask(la + lb, options.masked_lm_prob, options.max_predictions_per_seq)
+    candidates = masking_candidates(ids, la, lb, special.never_mask)
+    k = num_to_mask(len(candidates), options.masked_lm_prob, options.max_predictions_per_seq)
     continuation = special.continuation if options.whole_word_masking else None
-    positions = choose_masked_positions(rng, ids, la, lb, k, continuation)
+    positions = choose_masked_positions(rng, ids, candidates, k, continuation)
     original = ids[positions].copy()
     ids[positions] = corrupt_tokens(rng, original, special.mask_id, special.vocab_size)
     m = len(positions)

@@ -151,6 +151,7 @@ class PretrainingLoader:
                 mask_id=tokenizer.mask_id,
                 pad_id=tokenizer.pad_id,
                 vocab_size=tokenizer.vocab_size,
+                unk_id=tokenizer.unk_id,
                 continuation=tokenizer.continuation_mask() if whole_word_masking else None,
             )
         if whole_word_masking and self.special.continuation is None:
