@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 
 def test_device_and_process_count_do_not_change_the_run(tmp_path):
-    common = ["--steps", STEPS, "--batch", 16, "--ckpt_every", 10]
+    common = ["--steps", STEPS, "--batch", 16, "--ckpt_every", 10, "--dropout", 0.2]
     runs = {}
     for name, devices, extra in [("1dev", 1, []), ("4dev", 4, []), ("4dev_fsdp", 4, ["--fsdp"])]:
         _run(tmp_path / name, devices, *common, *extra, "--save_params", tmp_path / f"{name}.npz")
@@ -102,7 +102,8 @@ def test_device_and_process_count_do_not_change_the_run(tmp_path):
 
     ref_losses, ref_params = runs["4dev"]
     assert sorted(ref_losses) == list(range(1, STEPS + 1))
-    assert ref_losses[STEPS] < 0.7 * ref_losses[1]  # it actually trains
+    curve = [ref_losses[s] for s in range(1, STEPS + 1)]
+    assert np.mean(curve[-5:]) < 0.8 * np.mean(curve[:5])  # it actually trains
     for name in ("1dev", "4dev_fsdp", "2x2"):
         losses, params = runs[name]
         assert sorted(losses) == sorted(ref_losses), name
@@ -116,7 +117,7 @@ def test_device_and_process_count_do_not_change_the_run(tmp_path):
 
 
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
-    common = ["--steps", 12, "--batch", 8, "--ckpt_every", 3]
+    common = ["--steps", 12, "--batch", 8, "--ckpt_every", 3, "--dropout", 0.2]
     _run(tmp_path / "straight", 1, *common, "--save_params", tmp_path / "straight.npz")
 
     kill_after = random.Random().randint(4, 9)  # logged step; a checkpoint (3) exists by then

@@ -8,11 +8,12 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from squeezemobile_jax.training import checkpoint, loop, toy
+from squeezemobile_jax.training import checkpoint, evaluation, loop, paths, toy
 
 
 def _run(workdir, steps=10, ckpt_every=5, batches=None, **train):
@@ -30,6 +31,24 @@ def _run(workdir, steps=10, ckpt_every=5, batches=None, **train):
 def _metrics(workdir) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def _flat(state):
+    return [(paths.path_to_str(kp), x) for kp, x in jax.tree_util.tree_leaves_with_path(state)]
+
+
+def _numpy_mse(p: dict, batches: list[dict]) -> float:
+    """The toy MLP's weighted mean squared error in float64 NumPy."""
+    total = count = 0.0
+    for b in batches:
+        h = b["x"].astype(np.float64) @ p["dense1/kernel"] + p["dense1/bias"]
+        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        h = (h - mu) / np.sqrt(var + 1e-6) * p["norm/scale"] + p["norm/bias"]
+        out = np.tanh(h) @ p["dense2/kernel"] + p["dense2/bias"]
+        per_example = np.mean((out - b["y"]) ** 2, axis=-1)
+        total += float(np.sum(per_example * b["weight"]))
+        count += float(np.sum(b["weight"]))
+    return total / count
 
 
 def _ckpt_steps(workdir) -> list[int]:
@@ -123,12 +142,24 @@ def test_nan_batch_is_skipped_when_configured(tmp_path):
 
 def test_logs_config_and_eval(tmp_path):
     calls = []
+    eval_set = [toy.toy_global_batch(1000 + i, 8) for i in range(3)]
+    for b in eval_set:
+        b["weight"] = np.ones(8, np.float32)
+    eval_set[-1]["weight"][5:] = 0.0  # padded rows of a last partial batch
+
+    def sq_err_sums(model, b):
+        per_example = jnp.mean(jnp.square(model(b["x"]) - b["y"]), axis=-1)
+        return {"sq_err": jnp.sum(per_example * b["weight"]), "count": jnp.sum(b["weight"])}
+
+    summed = evaluation.summed_metrics(sq_err_sums)
+    finals = {}
 
     def eval_fn(model, mesh, step):
         calls.append(step)
-        batch = toy.toy_global_batch(999, 8)
-        loss, _ = toy.toy_loss(model, batch, None)
-        return {"loss": float(loss)}
+        sums = summed(model, eval_set, mesh)
+        params = {path: np.asarray(x, np.float64) for path, x in _flat(nnx.state(model, nnx.Param))}
+        finals[step] = _numpy_mse(params, eval_set)
+        return {"mse": sums["sq_err"] / sums["count"], "count": sums["count"]}
 
     config = toy.toy_config(6)
     config.train.eval_every = 3
@@ -151,7 +182,16 @@ def test_logs_config_and_eval(tmp_path):
     row = next(m for m in logged if m["step"] == 4 and "loss" in m)
     assert row["tokens_per_sec"] == pytest.approx(8 * row["examples_per_sec"])
     assert row["mfu"] == pytest.approx(1e6 * row["examples_per_sec"] / 1e12)
-    assert [m["step"] for m in logged if "eval/loss" in m] == [3, 6]
+    evals = [m for m in logged if "eval/mse" in m]
+    assert [m["step"] for m in evals] == [3, 6]
+    for m in evals:
+        assert m["eval/count"] == 21.0
+        assert m["eval/mse"] == pytest.approx(finals[m["step"]], rel=1e-5)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["train"]["num_steps"] == 6
     assert checkpoint.read_metadata(tmp_path / "checkpoints")["task"] == {"phase": 2}
+
+
+def test_indivisible_accumulation_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="grad_accum_steps=3"):
+        _run(tmp_path, steps=2, grad_accum_steps=3)

@@ -16,7 +16,7 @@ from squeezemobile_jax.training.train_state import create_train_state
 
 def _setup(accum: int):
     model = toy.ToyMLP(rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     cfg = training_defaults().optimizer
     cfg.learning_rate = 0.05
     opt = optimizers.build_optimizer(cfg, total_steps=10)
@@ -28,7 +28,7 @@ def _setup(accum: int):
         grad_accum_steps=accum,
         mesh=mesh_lib.make_mesh(),
     )
-    return graphdef, create_train_state(params, opt.tx), jax.jit(fn)
+    return rest, create_train_state(params, opt.tx), jax.jit(fn)
 
 
 def _batch(i: int, n: int = 16):
@@ -37,11 +37,11 @@ def _batch(i: int, n: int = 16):
 
 def test_accumulated_gradients_equal_full_batch_gradient():
     model = toy.ToyMLP(rngs=nnx.Rngs(1))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     batch = _batch(0, 24)
 
     def loss(p, b):
-        return toy.toy_loss(nnx.merge(graphdef, p), b, None)
+        return toy.toy_loss(nnx.merge(graphdef, p, rest, copy=True), b, None)
 
     def grad_fn(p, b, rng):
         return jax.value_and_grad(loss, has_aux=True)(p, b)
@@ -57,12 +57,12 @@ def test_accumulated_gradients_equal_full_batch_gradient():
 
 
 def test_accumulating_train_step_matches_one_large_batch():
-    _, s1, f1 = _setup(1)
+    rest, s1, f1 = _setup(1)
     _, s4, f4 = _setup(4)
     key = jax.random.key(0)
     for i in range(3):
-        s1, m1 = f1(s1, nnx.State({}), _batch(i), key)
-        s4, m4 = f4(s4, nnx.State({}), _batch(i), key)
+        s1, m1 = f1(s1, rest, _batch(i), key)
+        s4, m4 = f4(s4, rest, _batch(i), key)
         np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -71,7 +71,7 @@ def test_accumulating_train_step_matches_one_large_batch():
 
 def test_step_rng_is_fold_in_of_base_key_and_step():
     model = toy.ToyMLP(rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss_fn(m, b, rng):
         loss, _ = toy.toy_loss(m, b, rng)
@@ -82,19 +82,19 @@ def test_step_rng_is_fold_in_of_base_key_and_step():
     state = create_train_state(params, tx)
     base = jax.random.key(7)
     for i in range(3):
-        state, m = fn(state, nnx.State({}), _batch(i), base)
+        state, m = fn(state, rest, _batch(i), base)
         want = jax.random.uniform(jax.random.fold_in(jax.random.key(7), i))
         assert float(m["u"]) == float(want)
 
 
 def test_nonfinite_step_leaves_params_and_optimizer_state_unchanged():
-    _, state, fn = _setup(1)
+    rest, state, fn = _setup(1)
     key = jax.random.key(0)
-    state, _ = fn(state, nnx.State({}), _batch(0), key)
+    state, _ = fn(state, rest, _batch(0), key)
     before = jax.tree.map(np.asarray, (state.params, state.opt_state))
     bad = _batch(1)
     bad["x"] = bad["x"].at[3, 2].set(jnp.nan)
-    state, metrics = fn(state, nnx.State({}), bad, key)
+    state, metrics = fn(state, rest, bad, key)
     assert float(metrics["finite"]) == 0.0 and not np.isfinite(float(metrics["loss"]))
     after = jax.tree.map(np.asarray, (state.params, state.opt_state))
     for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before)):

@@ -120,6 +120,17 @@ def _default_counts(batch: HostBatch) -> dict[str, float]:
     return {"examples": float(np.shape(first)[0])}
 
 
+def _check_batch_size(batch: HostBatch, accum: int) -> None:
+    """The global batch must split into `accum` micro-batches spread over every device."""
+    rows = np.shape(next(iter(batch.values())))[0] * jax.process_count()
+    if rows % (accum * jax.device_count()):
+        raise ValueError(
+            f"Global batch of {rows} examples cannot be split into train.grad_accum_steps="
+            f"{accum} micro-batches over {jax.device_count()} devices; make it a multiple of "
+            f"{accum * jax.device_count()}."
+        )
+
+
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
@@ -274,6 +285,8 @@ def train_and_evaluate(
                         f"The batch iterator ran out at step {step} of {num_steps}; make it "
                         "repeat (epochs) or lower train.num_steps."
                     ) from None
+                if step == start:
+                    _check_batch_size(local_batch, accum)
                 counts = {k: float(v) for k, v in count_fn(local_batch).items()}
                 batch = mesh_lib.global_batch(local_batch, mesh)
                 state, metrics = train_step(state, frozen, batch, base_key)
@@ -311,6 +324,8 @@ def train_and_evaluate(
     finally:
         ckpt.close()
         writer.close()
+        if hasattr(batch_iter, "close"):  # e.g. a prefetching iterator's thread
+            batch_iter.close()
 
     final_step = int(jax.device_get(state.step))
     return TrainResult(

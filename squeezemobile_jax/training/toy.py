@@ -27,21 +27,36 @@ from squeezemobile_jax.training.mesh import maybe_initialize_distributed
 
 
 class ToyMLP(nnx.Module):
-    """``[B, d_in] -> [B, d_out]``: Linear -> LayerNorm -> tanh -> Linear."""
+    """``[B, d_in] -> [B, d_out]``: Linear -> LayerNorm -> tanh -> dropout -> Linear.
 
-    def __init__(self, d_in: int = 8, hidden: int = 16, d_out: int = 4, *, rngs: nnx.Rngs):
+    Dropout is active only when a key is passed (``model(x, rng)``); the module also keeps
+    its own RNG state, as models with dropout do, which the loop holds fixed.
+    """
+
+    def __init__(
+        self,
+        d_in: int = 8,
+        hidden: int = 16,
+        d_out: int = 4,
+        dropout: float = 0.0,
+        *,
+        rngs: nnx.Rngs,
+    ):
         self.dense1 = nnx.Linear(d_in, hidden, rngs=rngs)
         self.norm = nnx.LayerNorm(hidden, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.dense2 = nnx.Linear(hidden, d_out, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.dense2(jnp.tanh(self.norm(self.dense1(x))))
+    def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        h = jnp.tanh(self.norm(self.dense1(x)))
+        if rng is not None:
+            h = self.dropout(h, rngs=rng)
+        return self.dense2(h)
 
 
-def toy_loss(model: ToyMLP, batch: dict[str, jax.Array], rng: jax.Array):
-    """Mean squared error; aux reports the mean absolute error."""
-    del rng
-    err = model(batch["x"]) - batch["y"]
+def toy_loss(model: ToyMLP, batch: dict[str, jax.Array], rng: jax.Array | None):
+    """Mean squared error (dropout from `rng`); aux reports the mean absolute error."""
+    err = model(batch["x"], rng) - batch["y"]
     return jnp.mean(jnp.square(err)), {"mae": jnp.mean(jnp.abs(err))}
 
 
@@ -95,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--accum", type=int, default=1)
     p.add_argument("--ckpt_every", type=int, default=5)
     p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--nan_at", type=int, default=None)
     p.add_argument("--nonfinite", default="stop")
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         config.distributed.process_id = args.process_id
     maybe_initialize_distributed(config)
 
-    model = ToyMLP(rngs=nnx.Rngs(0))
+    model = ToyMLP(dropout=args.dropout, rngs=nnx.Rngs(0))
     task = loop.Task(loss_fn=toy_loss)
     batches = toy_batches(args.batch, nan_at_step=args.nan_at, sleep=args.sleep)
     result = loop.train_and_evaluate(config, args.workdir, task, model, batches)
