@@ -388,6 +388,8 @@ def test_configuration_errors_and_defaults(synthetic: TokenizedCorpus) -> None:
         process_count=1,
     )
     assert loader.batch_at(0)["input_ids"].shape == (16, 64)
+    with pytest.raises(ValueError, match=r"unknown pretraining data option\(s\) \['batch_size'\]"):
+        PretrainingLoader.from_config({"corpus": synthetic, "batch_size": 16}, special)
     # Without process_index / process_count the layout comes from JAX (one process here).
     default = PretrainingLoader(synthetic, special, global_batch_size=16)
     assert (default.process_index, default.process_count) == (0, 1)
@@ -402,3 +404,31 @@ def test_throughput(builtin_loader: PretrainingLoader) -> None:
     rate = steps * builtin_loader.local_batch_size / (time.perf_counter() - start)
     print(f"\npretraining data: {rate:,.0f} examples/s (length 128, one thread)")
     assert rate > 500
+
+
+def test_from_an_ml_collections_config(
+    tmp_path: Path,
+    bert_vocab_path: Path,  # noqa: F811
+) -> None:
+    import ml_collections
+
+    text = tmp_path / "corpus.txt"
+    text.write_text(
+        "\n".join("".join(f"Sentence {i} of document {d}.\n" for i in range(30)) for d in range(6))
+    )
+    config = ml_collections.ConfigDict(
+        {
+            "corpus": {"kind": "text", "paths": [str(text)]},
+            "tokenizer": str(bert_vocab_path),
+            "max_seq_length": 32,
+            "max_predictions_per_seq": 5,
+            "global_batch_size": 4,
+            "cache_dir": str(tmp_path / "cache"),
+            "show_progress": False,
+        }
+    )
+    loader = PretrainingLoader.from_config(config, process_index=0, process_count=1, start_step=2)
+    with loader.iterator() as it:
+        batch = next(it)
+    assert batch["input_ids"].shape == (4, 32) and batch["masked_lm_ids"].shape == (4, 5)
+    assert _digest(batch) == _digest(loader.batch_at(2))

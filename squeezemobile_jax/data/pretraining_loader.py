@@ -12,6 +12,7 @@ set: its examples are drawn once from their own stream and are the same at every
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -172,20 +173,28 @@ class PretrainingLoader:
 
     @classmethod
     def from_config(
-        cls, config: Mapping[str, Any], tokenizer: WordPieceTokenizer | None = None, **overrides
+        cls,
+        config: Mapping[str, Any] | Any,
+        tokenizer: WordPieceTokenizer | SpecialIds | None = None,
+        **overrides: Any,
     ) -> PretrainingLoader:
-        """Builds a loader from a mapping (e.g. an ml_collections ConfigDict) of the __init__
-        arguments; `tokenizer` defaults to config["tokenizer"] (a path)."""
+        """Builds a loader from a config of the __init__ arguments (a mapping or an
+        ml_collections ConfigDict, e.g. `config.data`); keyword overrides win (typically
+        process_index, process_count, start_step). `tokenizer` defaults to config["tokenizer"]
+        (a path). `corpus` may itself be a nested config of CorpusSpec fields."""
         kwargs = dict(config.items())
         kwargs.update(overrides)
         if tokenizer is not None:
             kwargs["tokenizer"] = tokenizer
         if "corpus" not in kwargs or "tokenizer" not in kwargs:
             raise ValueError("a pretraining data config needs 'corpus' and 'tokenizer'")
-        corpus, tok = kwargs.pop("corpus"), kwargs.pop("tokenizer")
-        if isinstance(corpus, Mapping):
-            corpus = CorpusSpec.from_config(corpus)
-        return cls(corpus, tok, **kwargs)
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown pretraining data option(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(kwargs.pop("corpus"), kwargs.pop("tokenizer"), **kwargs)
 
     # -- sizes ---------------------------------------------------------------------------------
 
