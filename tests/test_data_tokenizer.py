@@ -181,3 +181,38 @@ def test_bad_vocabulary_files_name_file_and_line(tmp_path: Path) -> None:
         load_tokenizer(bad)
     with pytest.raises(TokenizerError, match="neither tokenizer.json nor vocab.txt"):
         load_tokenizer(tmp_path)
+
+
+def test_create_vocab_script_trains_a_loadable_vocabulary(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "create_vocab.py"
+    spec = importlib.util.spec_from_file_location("create_vocab", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    corpus = tmp_path / "corpus.txt"
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+    ]
+    corpus.write_text(
+        "\n".join(" ".join(words[i % 11 :] + words[: i % 11]) + "." for i in range(200)) + "\n"
+    )
+    out = tmp_path / "vocab"
+    module.main(["--output_dir", str(out), "--text_files", str(corpus), "--vocab_size", "120"])
+    vocab = (out / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert vocab[:5] == SPECIALS and len(vocab) <= 120
+    tokenizer = load_tokenizer(out)
+    hf = BertTokenizerFast(vocab=load_vocab(str(out / "vocab.txt")), do_lower_case=True)
+    text = "Alpha BETA gamma, Délta! unknownword"
+    assert tokenizer.encode(text) == _hf(hf, text)
+    assert tokenizer.text_to_ids(["alpha"])[0] == [vocab.index("alpha")]
