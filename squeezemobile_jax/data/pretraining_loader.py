@@ -260,7 +260,9 @@ class PretrainingLoader:
             self._write_train(epoch, index, out, r)
         return out
 
-    def iterator(self, start_step: int | None = None, prefetch: int | None = None):
+    def iterator(
+        self, start_step: int | None = None, prefetch: int | None = None
+    ) -> PrefetchIterator[Batch]:
         """Batches for steps start_step, start_step + 1, ... computed in a background thread.
 
         Returns a PrefetchIterator (`.step` = next step; `.close()` stops the thread).
