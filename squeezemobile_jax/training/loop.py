@@ -30,6 +30,11 @@ peak_flops_per_device}``, ``checkpoint.{every_steps, max_to_keep, async_save}``,
 ``mesh.{fsdp, fsdp_min_size_mb}``, ``optimizer.*`` (unless an `Optimizer` is passed).
 Call `mesh.maybe_initialize_distributed(config)` before building the model.
 
+Non-finite steps: the step itself never applies a non-finite update (see `step`). The loop
+sees the flag when it next fetches metrics (a log step, checkpoint or eval) and then raises
+`NonFiniteError` (``train.nonfinite='stop'``, nothing more is saved) or logs a warning and
+goes on (``'skip'``). Checkpoints are written only after every earlier step was checked.
+
 The workdir receives ``config.json``, ``metrics.jsonl``, tensorboard events and
 ``checkpoints/``. Restarting on the same workdir resumes from the newest good checkpoint.
 SIGTERM (single process) or a preemption notice (multi-process) saves a checkpoint at the

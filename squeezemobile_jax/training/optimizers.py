@@ -17,7 +17,19 @@ in the trust ratio are taken per layer slice, exactly as if each layer were its 
 function ``(step, params) -> tree of scales`` with the structure of `params`. Each scale is a
 scalar or an array whose shape is a prefix of the parameter's shape (e.g. ``[num_layers]``
 for a parameter stored as ``[num_layers, ...]``); it is broadcast along the leading axes.
-Build one from a ``(step, path) -> scale`` function with `per_path_lr_scales`. Where a scale
+Build one from a ``(step, path) -> scale`` function with `per_path_lr_scales`, or from a
+``step -> tree`` function as ``lambda step, params: tree_fn(step)``. Example (layer ``l`` of
+a model whose layers are stacked under ``.../layers/...`` trains at 3x, earlier layers at
+0.3x, later ones not at all; configure ``stacked_params=(("/layers/", 1),)`` too)::
+
+    def scale(step, path):
+        if "/layers/" not in path:
+            return 0.0
+        layer = jnp.arange(num_layers)
+        phase = step // steps_per_phase
+        return jnp.where(layer == phase, 3.0, jnp.where(layer < phase, 0.3, 0.0))
+
+Where a scale
 is 0 the parameter gets an exactly-zero update and its moments ``m``, ``v`` are left
 unchanged (bitwise), so a frozen parameter stays frozen. The original MobileBERT LAMB instead
 resets gated moments to 0; the two agree whenever a gated parameter had zero moments, which
