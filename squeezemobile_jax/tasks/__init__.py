@@ -1,0 +1,29 @@
+"""Tasks: one module per task (pretrain, distill, glue, squad), each with
+`run(config, workdir) -> result`. A task knows its model head, loss, metrics, evaluation and
+post-processing; the generic loop in `training/` does the rest.
+
+`config.task` names the task; `run_task` imports its module lazily so a task's
+dependencies load only when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import ml_collections
+
+TASKS = {
+    "pretrain": "squeezemobile_jax.tasks.pretrain",
+    "distill": "squeezemobile_jax.tasks.distill",
+    "glue": "squeezemobile_jax.tasks.glue",
+    "squad": "squeezemobile_jax.tasks.squad",
+}
+
+
+def run_task(config: ml_collections.ConfigDict, workdir: str) -> Any:
+    """Runs `config.task` in `workdir` (created if needed)."""
+    name = config.get("task")
+    if name not in TASKS:
+        raise ValueError(f"config.task={name!r}: choose one of {sorted(TASKS)}")
+    return importlib.import_module(TASKS[name]).run(config, workdir)
