@@ -274,7 +274,8 @@ def read_squad_file(
     version = raw.get("version")
     version = str(version) if version is not None else None
     data = raw["data"]
-    flat = bool(data) and isinstance(data[0], Mapping) and "paragraphs" not in data[0]
+    first = data[0] if data and isinstance(data[0], Mapping) else {}
+    flat = "paragraphs" not in first and any(k in first for k in ("id", "question", "context"))
     if flat:
         examples, skipped = examples_from_records(
             data, source=source, allow_impossible=allow_impossible, on_error=on_error
