@@ -210,6 +210,7 @@ def write_glue_fixture(
     MNLI) and `root/vocab.txt`. Test indices are a permutation, so the index column matters.
     With `test_is_dev`, every test set repeats the dev texts (their gold labels are known)."""
     rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
     vocab = write_vocab(root / "vocab.txt")
     fixture = Fixture(root, vocab, {}, {}, {})
     for name in tasks:
@@ -220,8 +221,9 @@ def write_glue_fixture(
         rows = [_train_fields(name, i, r) for i, r in enumerate(train)]
         _write_tsv(d / "train.tsv", TRAIN_HEADERS[name], rows)
         dev_header = MNLI_DEV_HEADER if name == "mnli" else TRAIN_HEADERS[name]
+        dev_rows = {}
         for split in task.dev:
-            dev = make_rows(name, n_dev, rng, w)
+            dev = dev_rows[split.name] = make_rows(name, n_dev, rng, w)
             if name == "mrpc":  # a field that starts with a quote: read with quoting off
                 dev[0] = Row(('" the cat sits', dev[0].texts[1]), dev[0].label)
             fixture.dev_gold[split.name] = [r.label for r in dev]
@@ -229,7 +231,10 @@ def write_glue_fixture(
             rows = [_train_fields(name, i, r, dev=True) for i, r in enumerate(dev)]
             _write_tsv(path, dev_header, rows)
         for split in task.test:
-            rows = dev if test_is_dev else make_rows(name, n_test, rng, w)
+            if test_is_dev:  # MNLI-m/-mm repeat their own dev set, AX the matched one
+                rows = dev_rows.get(split.name, dev_rows[task.dev[0].name])
+            else:
+                rows = make_rows(name, n_test, rng, w)
             index = [int(i) for i in rng.permutation(len(rows))]
             header = TEST_HEADERS["rte"] if split.name == "AX" else TEST_HEADERS[name]
             kind = "rte" if split.name == "AX" else name
