@@ -7,8 +7,9 @@ Examples:
 
 Output keys: exact, f1, total, HasAns_exact/f1/total, NoAns_exact/f1/total (when the data has
 such questions) and, with --na-prob-file, best_exact, best_exact_thresh, best_f1,
-best_f1_thresh. For SQuAD 2.0, re-run the fine-tuning's post-processing with
-postprocess.null_score_diff_threshold = best_f1_thresh to use the best threshold.
+best_f1_thresh. For SQuAD 2.0, best_f1_thresh is a null-score difference: run train.py again
+on the finished workdir with --config.postprocess.null_score_diff_threshold=THRESH to rewrite
+the predictions with it (nothing is trained again).
 The work is done by `squeezemobile_jax.tasks.squad_metrics.evaluate_files`.
 """
 

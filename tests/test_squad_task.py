@@ -83,7 +83,7 @@ def _check_outputs(workdir: Path, files: dict[str, str], version_2: bool) -> dic
     return results
 
 
-def test_v11_from_scratch_learns_and_resumes(tmp_path: Path) -> None:
+def test_v11_from_scratch_learns_resumes_and_inits(tmp_path: Path) -> None:
     files = _data(tmp_path, version_2=False)
     config = get_config("model=squeezebert-test,version=1.1")
     for key, value in {**OVERRIDES, **files}.items():
@@ -102,6 +102,18 @@ def test_v11_from_scratch_learns_and_resumes(tmp_path: Path) -> None:
     assert again == result
     new_lines = (workdir / "metrics.jsonl").read_text().splitlines()[lines:]
     assert not any('"loss"' in line for line in new_lines)
+
+    # A new run initialised from that workdir (its tokenizer and weights) with a zero
+    # learning rate predicts exactly what the finished run predicted.
+    config.init, config.tokenizer = str(workdir), ""
+    config.train.num_steps, config.optimizer.learning_rate = 1, 0.0
+    tuned = run_task(config, str(tmp_path / "from_init"))
+    assert {k: v for k, v in tuned.items() if k != "step"} == {
+        k: v for k, v in result.items() if k != "step"
+    }
+    assert (tmp_path / "from_init" / "predictions.json").read_text() == (
+        workdir / "predictions.json"
+    ).read_text()
 
 
 def test_v20_through_train_py(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@ the generic loop, and at each evaluation writes into the workdir `predictions.js
 `nbest_predictions.json`, for v2.0 `null_odds.json`, and `eval_results.json` (the official
 metrics, for v2.0 with the best no-answer threshold search over `null_odds`).
 
+Restarting on a workdir resumes training; on a finished one it only evaluates again, so
+``--config.postprocess.null_score_diff_threshold=T`` (e.g. the evaluation's best_f1_thresh)
+rewrites the predictions with another no-answer threshold without training.
+
 Loss: the mean over the batch of (cross-entropy of the start position + cross-entropy of the
 end position) / 2, over all T positions of start_logits / end_logits [B, T].
 """
@@ -333,6 +337,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     train_features, _ = build_features(
         train_data.examples, tokenizer, feature_options, training=True, on_error=on_error
     )
+    train_arrays = train_features.training_arrays()  # offsets etc. are only needed for eval
+    del train_features, train_data
     eval_features, _ = build_features(eval_data.examples, tokenizer, feature_options)
 
     model = build_qa_model(config, tokenizer)
@@ -341,7 +347,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         save_tokenizer(tokenizer, workdir)
 
     batches = EpochBatches(
-        train_features.training_arrays(),
+        train_arrays,
         int(config.train.batch_size),
         seed=int(config.get("seed", 0)),
     )
@@ -349,7 +355,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     log.info(
         "SQuAD %s: %d train windows (%d steps per epoch, %d steps), %d eval windows",
         config.version,
-        len(train_features),
+        batches.num_examples,
         batches.steps_per_epoch,
         config.train.num_steps,
         len(eval_features),
