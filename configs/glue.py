@@ -39,7 +39,8 @@ MODELS: dict[str, tuple[str, float, int, int, int]] = {
     "mobilebert-test": ("mobilebert-test", 1e-3, 16, 3, 64),
 }
 ALL_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-# Split keys `data.files` accepts (HF split names; `ax` is the AX diagnostic test set).
+# Split keys `data.files` accepts (HF split names; `ax` is the AX diagnostic test set and
+# `ax_labeled` its labeled version, diagnostic-full.tsv, scored when given).
 SPLIT_KEYS = (
     "train",
     "validation",
@@ -49,6 +50,7 @@ SPLIT_KEYS = (
     "test_matched",
     "test_mismatched",
     "ax",
+    "ax_labeled",
 )
 
 

@@ -92,6 +92,8 @@ TRAIN_HEADERS = {
 }  # fmt: skip
 MNLI_DEV_HEADER = TRAIN_HEADERS["mnli"][:10] + ["label1", "label2", "label3", "label4",
                                                 "label5", "gold_label"]  # fmt: skip
+DIAGNOSTIC_HEADER = ["Lexical Semantics", "Predicate-Argument Structure", "Logic", "Knowledge",
+                     "Domain", "Premise", "Hypothesis", "Label"]  # fmt: skip
 TEST_HEADERS = {
     "cola": ["index", "sentence"],
     "sst2": ["index", "sentence"],
@@ -242,6 +244,9 @@ def write_glue_fixture(
             _write_tsv(root / split.glue_files[0], header, lines)
             fixture.test_index[split.name] = index
             fixture.test_gold[split.name] = [r.label for r in rows]
+        if name == "mnli":  # the labeled diagnostic repeats the matched dev set
+            rows = [["lex", "", "", "", "news", *r.texts, r.label] for r in dev_rows["MNLI-m"]]
+            _write_tsv(root / "diagnostic" / "diagnostic-full.tsv", DIAGNOSTIC_HEADER, rows)
     return fixture
 
 

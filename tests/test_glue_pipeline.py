@@ -89,6 +89,7 @@ def test_eval_glue_writes_a_valid_submission_and_dev_table(tmp_path):
         "--config.model.hidden_dropout_prob=0.0",
         "--config.model.attention_probs_dropout_prob=0.0",
         "--config.checkpoint.async_save=False",
+        "--config.eval_glue.start_from_mnli=True",
         f"--workdir={workdir}",
     ]
     proc = subprocess.run(cmd, env=_env(tmp_path / "xla_cache"), capture_output=True, text=True)
@@ -113,6 +114,10 @@ def test_eval_glue_writes_a_valid_submission_and_dev_table(tmp_path):
         assert (workdir / task / "checkpoints").is_dir()
     stsb = json.loads((workdir / "stsb" / "best" / "config.json").read_text())
     assert stsb["problem_type"] == "regression" and len(stsb["id2label"]) == 1
+    # start_from_mnli: every other task starts from the MNLI run's best model.
+    rte = json.loads((workdir / "rte" / "results.json").read_text())
+    assert rte["init"] == str(workdir / "mnli" / "best")
+    assert set(table["diagnostic"]["AX"]) == {"mcc"} and "AX diagnostic" in markdown
 
     # A second invocation finds every run finished and only rebuilds the outputs.
     (workdir / "submission.zip").unlink()
@@ -172,7 +177,19 @@ def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
         predicted = [by_index[str(i)] for i in fixture.test_index[name]]
         agreement = np.mean([p == g for p, g in zip(predicted, fixture.test_gold[name])])
         assert agreement == pytest.approx(result["best"]["sets"][name]["accuracy"])
-    assert (tmp_path / "run" / "predictions" / "AX.tsv").is_file()  # AX from the MNLI model
+    # AX is predicted by the MNLI model; with labels it is scored by R3, the K-class MCC.
+    # Reference: R3 = cov(X, Y) / sqrt(cov(X, X) cov(Y, Y)) over one-hot matrices.
+    lines = (tmp_path / "run" / "predictions" / "AX.tsv").read_text().splitlines()[1:]
+    by_index = dict(line.split("\t") for line in lines)
+    names = ["entailment", "neutral", "contradiction"]
+    x = np.eye(3)[[names.index(by_index[str(i)]) for i in fixture.test_index["AX"]]]
+    y = np.eye(3)[[names.index(g) for g in fixture.dev_gold["MNLI-m"]]]
+
+    def cov(a, b):
+        return np.sum((a - a.mean(0)) * (b - b.mean(0)))
+
+    r3 = cov(x, y) / np.sqrt(cov(x, x) * cov(y, y))
+    assert result["diagnostic"]["AX"]["mcc"] == pytest.approx(r3) and r3 > 0.5
 
 
 def _tiny_hf_squeezebert(directory: Path, vocab: Path, num_labels: int):

@@ -5,7 +5,10 @@ rte, wnli) names its text columns, its labels and its splits. Label id `i` is th
 of `GlueTask.labels`, which is the label as the GLUE files and the leaderboard write it
 ("0"/"1", "entailment", ...), in the order of HF's `ClassLabel` (so HF's integer labels are our
 ids). STS-B is a regression task (`labels=None`). MNLI has two dev sets and three test sets:
-matched, mismatched and the AX diagnostic, which is predicted by the MNLI model.
+matched, mismatched and the AX diagnostic, which is predicted by the MNLI model. AX is scored
+as the GLUE site does, with R3 (the multi-class Matthews correlation) of the MNLI model's
+predictions; with the labeled `diagnostic-full.tsv` at hand (local data only: the hub's AX
+labels are hidden) a run reports that score too (`GlueTask.diagnostic`).
 
 Where a split comes from (`load_split`), first match wins:
   1. `files[key]`: one file for that split key (`SplitSpec.key`: train, validation, test,
@@ -93,6 +96,7 @@ class GlueTask:
     train: SplitSpec
     dev: tuple[SplitSpec, ...]
     test: tuple[SplitSpec, ...]
+    diagnostic: SplitSpec | None = None  # labeled AX (optional, scored with DIAGNOSTIC_METRICS)
 
     @property
     def is_regression(self) -> bool:
@@ -201,6 +205,15 @@ def _mnli() -> GlueTask:
             split("test_mismatched", "test_mismatched.tsv", False, "MNLI-mm"),
             split("ax", "", False, "AX", hf_config="ax", hf_split="test", files=ax_files),
         ),
+        diagnostic=SplitSpec(
+            key="ax_labeled",
+            hf_config="",  # not on the hub: its AX labels are -1
+            hf_split="",
+            glue_files=("diagnostic/diagnostic-full.tsv", "MNLI/diagnostic-full.tsv"),
+            tsv_text=("Premise", "Hypothesis"),
+            tsv_label="Label",
+            name="AX",
+        ),
     )
 
 
@@ -239,6 +252,7 @@ def _all_tasks() -> dict[str, GlueTask]:
 
 
 GLUE_TASKS: dict[str, GlueTask] = _all_tasks()
+DIAGNOSTIC_METRICS = ("mcc",)  # R3, Gorodkin's K-class MCC (GLUE paper §4)
 # The leaderboard's file for every test set, in the order the site lists them.
 SUBMISSION_FILES: tuple[str, ...] = (
     "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI-m", "MNLI-mm", "QNLI", "RTE", "WNLI", "AX",
@@ -516,6 +530,8 @@ def find_in_glue_dir(glue_dir: str, split: SplitSpec) -> str | None:
         path = os.path.join(glue_dir, rel)
         if os.path.isfile(path):
             return path
+    if not split.hf_config:
+        return None
     hf_dir = os.path.join(glue_dir, split.hf_config)
     for pattern in (f"{split.hf_split}.*", f"{split.hf_split}-*"):
         found = sorted(
@@ -600,6 +616,8 @@ def load_split(
             source.files[split.key], task, split, source.bad_rows, source.cache_dir
         )
     local = bool(source.glue_dir) or any(source.files.values())
+    if not local and not split.hf_config:
+        return None  # a split the hub does not have (the labeled AX diagnostic)
     if not local:
         return load_hub_split(source.hub_id, task, split, source.cache_dir)
     looked = [f"data.files.{split.key}"]
@@ -608,7 +626,9 @@ def load_split(
         if path is not None:
             return read_local_file(path, task, split, source.bad_rows, source.cache_dir)
         looked += [os.path.join(source.glue_dir, p) for p in split.glue_files]
-        looked.append(os.path.join(source.glue_dir, split.hf_config, f"{split.hf_split}[-.]*"))
+        if split.hf_config:
+            hf_files = os.path.join(source.glue_dir, split.hf_config, f"{split.hf_split}[-.]*")
+            looked.append(hf_files)
     message = f"{task.name} {split.key}: no data; looked for {looked}"
     if required:
         raise GlueDataError(message)

@@ -54,11 +54,13 @@ from flax import nnx
 from squeezemobile_jax.data import WordPieceTokenizer, load_tokenizer, save_tokenizer
 from squeezemobile_jax.data.batching import EpochBatches, eval_batches
 from squeezemobile_jax.data.glue import (
+    DIAGNOSTIC_METRICS,
     DataSource,
     GlueExamples,
     GlueTask,
     SplitSpec,
     encode_examples,
+    find_in_glue_dir,
     get_task,
     load_split,
     parse_label,
@@ -253,8 +255,9 @@ def _encode(
 
 def load_task_data(
     config: ml_collections.ConfigDict, task: GlueTask, tokenizer: WordPieceTokenizer
-) -> tuple[EvalSet, list[EvalSet], list[EvalSet], dict]:
-    """(train set, dev sets, test sets, counts: examples / skipped rows / truncated per split)."""
+) -> tuple[EvalSet, list[EvalSet], list[EvalSet], EvalSet | None, dict]:
+    """(train set, dev sets, test sets, labeled diagnostic or None, counts: examples /
+    skipped rows / truncated per split)."""
     source = data_source(config)
     length = int(config.data.max_seq_length)
     stats: dict[str, dict[str, int]] = {"examples": {}, "skipped_rows": {}, "truncated": {}}
@@ -268,7 +271,15 @@ def load_task_data(
         examples = load_split(source, task, split, required=False)
         if examples is not None:
             test.append(EvalSet(split, examples, _encode(examples, tokenizer, length, stats)))
-    return train, dev, test, stats
+    diagnostic = None
+    split = task.diagnostic
+    if split is not None and (
+        source.files.get(split.key)
+        or (source.glue_dir and find_in_glue_dir(source.glue_dir, split))
+    ):
+        examples = load_split(source, task, split)
+        diagnostic = EvalSet(split, examples, _encode(examples, tokenizer, length, stats))
+    return train, dev, test, diagnostic, stats
 
 
 def majority_baseline(train_labels: np.ndarray, dev: list[EvalSet], task: GlueTask) -> dict:
@@ -553,7 +564,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     maybe_initialize_distributed(config)
     task = get_task(config.data.task_name)
     tokenizer = build_tokenizer(config, workdir)
-    train, dev, test, stats = load_task_data(config, task, tokenizer)
+    train, dev, test, diagnostic, stats = load_task_data(config, task, tokenizer)
     num_train = len(train.examples)
     steps_per_epoch, total, warmup = _epoch_plan(config, num_train)
     run_config = _run_config(config, steps_per_epoch, total, warmup)
@@ -639,6 +650,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     best_model = from_hf_pretrained(best_dir, HEAD, **_runtime_overrides(config))
     summary["best"] = best
     summary["predictions"] = predict_test_sets(best_model, task, test, batch_size, mesh, workdir)
+    if diagnostic is not None:  # AX with labels: R3 of the MNLI model's predictions
+        logits = predict_logits(best_model, diagnostic.arrays, batch_size, mesh)
+        predictions = logits_to_predictions(logits, task.is_regression)
+        summary["diagnostic"] = {
+            diagnostic.name: compute_metrics(
+                DIAGNOSTIC_METRICS, predictions, diagnostic.arrays["labels"]
+            )
+        }
+        log.info("AX diagnostic: %s", summary["diagnostic"])
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, RESULTS_FILE), summary)
     log.info("%s: best dev score %.4f at step %d", task.display, best["score"], best["step"])
@@ -723,7 +743,7 @@ def run_all_tasks(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
         tasks.remove("mnli")
         tasks.insert(0, "mnli")
     points = sweep_points(config)
-    rows, files, chosen = [], {}, {}
+    rows, files, chosen, diagnostic = [], {}, {}, {}
     for name in tasks:
         init = config.get("init") or ""
         if from_mnli and name != "mnli":
@@ -756,7 +776,10 @@ def run_all_tasks(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
             )
         for set_name, rel in summary["predictions"].items():
             files[set_name] = os.path.join(run_dir, rel)
+        diagnostic.update(summary.get("diagnostic") or {})
     table = dev_table_markdown(rows)
+    for set_name, metrics in diagnostic.items():
+        table += f"\n{set_name} diagnostic, R3 of the MNLI model: {100 * metrics['mcc']:.1f}\n"
     zip_path = os.path.join(workdir, "submission.zip")
     missing: list[str] = []
     if jax.process_index() == 0:
@@ -768,6 +791,7 @@ def run_all_tasks(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                 "glue_average": glue_average(scores),
                 "glue_average_without_wnli": glue_average(scores, include_wnli=False),
                 "average_note": "task score = mean of its metrics; MNLI = mean of m and mm",
+                "diagnostic": diagnostic,
             },
         )
         with open(os.path.join(workdir, "dev_results.md"), "w", encoding="utf-8") as f:
