@@ -60,6 +60,7 @@ from squeezemobile_jax.training import mesh as mesh_lib
 from squeezemobile_jax.training.checkpoint import Checkpointer
 from squeezemobile_jax.training.metric_writer import (
     MetricWriter,
+    measured_peak_flops,
     peak_flops_per_device,
     throughput,
 )
@@ -240,6 +241,9 @@ def train_and_evaluate(
     writer = MetricWriter(workdir, num_steps, initial_step=start)
     count_fn = task.count_fn or _default_counts
     peak = train_cfg.get("peak_flops_per_device", None) or peak_flops_per_device()
+    if peak is None and task.flops_per_example:
+        peak = measured_peak_flops()
+        log.info("MFU is relative to a measured matmul peak of %.3g FLOP/s per device", peak)
     pending: list[tuple[int, dict[str, jax.Array], dict[str, float]]] = []
     window = {"examples": 0.0, "tokens": 0.0, "time": time.perf_counter(), "has_tokens": False}
     eval_metrics: dict[str, float] = {}

@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 # when `config.train.peak_flops_per_device` is not set.
 _PEAK_FLOPS = {
     "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
     "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
     "NVIDIA A100": 312e12,
     "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
 }
 
 
@@ -36,6 +39,25 @@ def peak_flops_per_device(device_kind: str | None = None) -> float | None:
         if kind.startswith(prefix):
             return flops
     return None
+
+
+def measured_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of one device on a large float32 matmul (best of `repeats`): the peak MFU is
+    measured against on devices without a known figure (CPUs)."""
+    import time
+
+    import jax.numpy as jnp
+
+    device = jax.devices()[0]
+    a = jax.device_put(jnp.ones((size, size), jnp.float32), device)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
 
 
 def throughput(

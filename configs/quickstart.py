@@ -1,0 +1,41 @@
+"""Quickstart: a tiny SqueezeBERT pretrained with MLM + NSP on the built-in corpus (text that
+ships with CPython), a few minutes on a laptop CPU.
+
+    python train.py --config configs/quickstart.py --workdir workdirs/quickstart
+"""
+
+from squeezemobile_jax.tasks.common import model_section
+from squeezemobile_jax.tasks.pretrain import default_config
+
+
+def get_config():
+    c = default_config()
+    c.model = model_section(
+        "squeezebert-test",
+        hidden_size=128,
+        embedding_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=128,
+        q_groups=4,
+        k_groups=4,
+        v_groups=4,
+        intermediate_groups=4,
+        output_groups=4,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    c.tokenizer.vocab_size = 4096
+    c.data.global_batch_size = 32
+    c.data.eval_documents = 24
+    c.data.eval_batch_size = 32
+    c.train.num_steps = 600
+    c.train.log_every = 50
+    c.train.eval_every = 200
+    c.checkpoint.every_steps = 200
+    c.optimizer.name = "lamb"
+    c.optimizer.learning_rate = 5e-3
+    c.optimizer.schedule.warmup_steps = 60
+    c.optimizer.stacked_params = (("/layers/", 1),)
+    return c
