@@ -25,6 +25,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.train.grad_accum_steps = 1  # micro-batches per step (global batch must divide)
     c.train.log_every = 100
     c.train.eval_every = 0  # 0: only at the end
+    c.train.eval_at_start = False  # also evaluate the initial model (fresh runs only)
     c.train.eval_at_end = True
     c.train.nonfinite = "stop"  # 'stop' | 'skip' a step with non-finite loss/grads
     c.train.param_dtype = "float32"  # floating trainable params are cast to this

@@ -25,7 +25,7 @@ How a task plugs in::
   ``checkpoint_metadata(step) -> dict`` is stored as JSON with every checkpoint.
 
 Config read (see `config.training_defaults`): ``seed``, ``train.{num_steps,
-grad_accum_steps, log_every, eval_every, eval_at_end, nonfinite, param_dtype,
+grad_accum_steps, log_every, eval_every, eval_at_start, eval_at_end, nonfinite, param_dtype,
 peak_flops_per_device}``, ``checkpoint.{every_steps, max_to_keep, async_save}``,
 ``mesh.{fsdp, fsdp_min_size_mb}``, ``optimizer.*`` (unless an `Optimizer` is passed).
 Call `mesh.maybe_initialize_distributed(config)` before building the model.
@@ -282,6 +282,11 @@ def train_and_evaluate(
                 window.update(examples=0.0, tokens=0.0, time=now)
                 scalars = {k: float(v) for k, v in values.items()}
                 writer.write(done, {**scalars, **rates})
+
+    if task.eval_fn is not None and start == 0 and train_cfg.get("eval_at_start", False):
+        with jax.set_mesh(mesh):
+            initial = task.eval_fn(nnx.merge(graphdef, state.params, frozen), mesh, 0)
+        writer.write(0, {f"eval/{k}": v for k, v in initial.items()})
 
     batch_iter = batches(start)
     try:
