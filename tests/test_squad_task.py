@@ -38,7 +38,7 @@ def _data(tmp_path: Path, version_2: bool) -> dict[str, str]:
     train = make_squad_json(200, seed=1, version_2=version_2)
     dev = make_squad_json(100, seed=2, version_2=version_2)
     return {
-        "tokenizer": str(write_vocab(tmp_path / "vocab")),
+        "tokenizer.path": str(write_vocab(tmp_path / "vocab")),
         "data.train_file": str(write_squad_json(tmp_path / "train.json", train)),
         "data.eval_file": str(write_squad_json(tmp_path / "dev.json", dev)),
     }
@@ -105,7 +105,7 @@ def test_v11_from_scratch_learns_resumes_and_inits(tmp_path: Path) -> None:
 
     # A new run initialised from that workdir (its tokenizer and weights) with a zero
     # learning rate predicts exactly what the finished run predicted.
-    config.init, config.tokenizer = str(workdir), ""
+    config.init, config.tokenizer.path = str(workdir), ""
     config.train.num_steps, config.optimizer.learning_rate = 1, 0.0
     tuned = run_task(config, str(tmp_path / "from_init"))
     assert {k: v for k, v in tuned.items() if k != "step"} == {
@@ -148,12 +148,15 @@ def test_config_arguments_and_missing_tokenizer(tmp_path: Path) -> None:
     assert (config.data.max_seq_length, config.data.doc_stride) == (384, 128)
     assert config.data.max_query_length == 64
     assert (config.postprocess.n_best_size, config.postprocess.max_answer_length) == (20, 30)
-    assert config.optimizer.name == "adamw" and config.optimizer.learning_rate == 4e-5
+    assert config.optimizer.name == "adamw" and config.optimizer.learning_rate == 3e-3
+    mobilebert = get_config("model=mobilebert")
+    assert mobilebert.model.preset == "mobilebert-uncased" and mobilebert.version == "1.1"
+    assert mobilebert.optimizer.learning_rate == 4e-5 and mobilebert.train.num_epochs == 5.0
     with pytest.raises(ValueError, match="version='3.0'"):
         get_config("model=mobilebert-test,version=3.0")
     with pytest.raises(ValueError, match="expected model=NAME"):
         get_config("size=big")
-    with pytest.raises(ValueError, match="no tokenizer: set config.tokenizer"):
+    with pytest.raises(ValueError, match="no tokenizer: set config.tokenizer.path"):
         run_task(config, str(tmp_path / "run"))
     config.init = str(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="neither a train.py/distill.py workdir"):

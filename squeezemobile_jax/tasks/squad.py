@@ -1,6 +1,6 @@
 """SQuAD v1.1 / v2.0 fine-tuning: `run(config, workdir)` (``config.task = 'squad'``).
 
-    python train.py --config configs/squad.py:model=mobilebert-uncased,version=2.0 \
+    python train.py --config configs/squad.py:model=mobilebert,version=2.0 \
         --config.init=INIT_DIR --workdir DIR
 
 The run reads the training and evaluation sets (local JSON files or the hub datasets), makes
@@ -232,14 +232,14 @@ def check_version(version: Any) -> bool:
 
 
 def resolve_tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
-    """config.tokenizer, else the init workdir's tokenizer/ or the init HF directory's files."""
-    path = config.get("tokenizer") or ""
+    """config.tokenizer.path, else the init workdir's tokenizer/ or the init HF directory's."""
+    path = config.get("tokenizer", {}).get("path") or ""
     init = config.get("init") or ""
     if not path and init:
         path = os.path.join(init, "tokenizer") if is_workdir(init) else init
     if not path:
         raise ValueError(
-            "no tokenizer: set config.tokenizer (a vocab.txt, tokenizer.json or a directory "
+            "no tokenizer: set config.tokenizer.path (a vocab.txt, tokenizer.json or a directory "
             "holding one), or config.init to a workdir or HF directory that has one"
         )
     return load_tokenizer(path)
