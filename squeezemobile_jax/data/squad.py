@@ -83,10 +83,6 @@ class SquadData:
     version: str | None = None
     skipped: int = 0
 
-    @property
-    def has_impossible(self) -> bool:
-        return any(e.is_impossible for e in self.examples)
-
 
 class _Checker:
     """Validates records of one source; raises or counts skips (``on_error``)."""
