@@ -172,6 +172,25 @@ def read_metadata(directory: str | os.PathLike, step: int | None = None) -> dict
         return dict(restored.metadata)
 
 
+def save_params(
+    directory: str | os.PathLike, params: PyTree, step: int = 0, metadata: dict | None = None
+) -> None:
+    """Writes a params-only checkpoint (no optimizer state) that `restore_params` reads: a
+    model to initialise other runs from, not a run to resume."""
+    with ocp.CheckpointManager(
+        epath.Path(directory), options=ocp.CheckpointManagerOptions(create=True)
+    ) as manager:
+        manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                metadata=ocp.args.JsonSave({"step": int(step), "task": metadata or {}}),
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+
 def restore_params(directory: str | os.PathLike, target: PyTree, step: int | None = None) -> PyTree:
     """Only the params of checkpoint `step` (default newest) of another run.
 
