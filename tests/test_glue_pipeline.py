@@ -192,13 +192,14 @@ def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
     assert result["diagnostic"]["AX"]["mcc"] == pytest.approx(r3) and r3 > 0.5
 
 
-def _tiny_hf_squeezebert(directory: Path, vocab: Path, num_labels: int):
+def _tiny_hf_squeezebert(directory: Path, vocab: Path, num_labels: int, seed: int, **extra):
+    """A random tiny SqueezeBERT classifier saved by transformers, with our vocab.txt."""
     import shutil
 
     import torch
     from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = SqueezeBertConfig(
         vocab_size=len(vocab.read_text().split("\n")) - 1,
         hidden_size=32,
@@ -216,6 +217,7 @@ def _tiny_hf_squeezebert(directory: Path, vocab: Path, num_labels: int):
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=num_labels,
+        **extra,
     )
     model = SqueezeBertForSequenceClassification(config).eval()
     model.save_pretrained(directory)
@@ -223,16 +225,39 @@ def _tiny_hf_squeezebert(directory: Path, vocab: Path, num_labels: int):
     return model
 
 
-def test_starts_from_an_hf_directory_and_exports_what_transformers_loads(tmp_path):
+def _hf_logits(model, tokenizer, pairs, length: int) -> np.ndarray:
+    """transformers logits [N, C] for (a, b) pairs encoded by our tokenizer, one at a time."""
+    import torch
+
+    rows = []
+    for e in tokenizer.encode_batch([a for a, _ in pairs], [b for _, b in pairs], length):
+        with torch.no_grad():
+            out = model(**{k: torch.tensor([v]) for k, v in e.items()})
+        rows.append(out.logits[0].numpy())
+    return np.stack(rows)
+
+
+def _mnli_pairs(path: Path) -> list[tuple[str, str]]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [(r[8], r[9]) for r in rows]  # sentence1, sentence2 of the GLUE MNLI files
+
+
+def test_starts_from_an_hf_directory_distills_and_exports_for_transformers(tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    fixture = write_glue_fixture(tmp_path / "data", tasks=("mrpc",), n_train=64, n_dev=16)
-    hf_dir = tmp_path / "hf_mnli"
-    # A 3-label (MNLI-like) classifier checkpoint fine-tuned on a 2-label task.
-    source = _tiny_hf_squeezebert(hf_dir, fixture.vocab, num_labels=3)
+    from squeezemobile_jax.data import load_tokenizer
 
-    model = glue.init_classifier(str(hf_dir), 2)
+    fixture = write_glue_fixture(tmp_path / "data", tasks=("mnli",), n_train=32, n_dev=16)
+    init_dir, teacher_dir = tmp_path / "hf_init", tmp_path / "hf_teacher"
+    source = _tiny_hf_squeezebert(init_dir, fixture.vocab, 3, seed=0)
+    # The teacher uses BERT's MNLI label order; ours (HF datasets') is entailment, neutral,
+    # contradiction, so its columns must be reordered (1, 2, 0).
+    bert_order = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    teacher = _tiny_hf_squeezebert(teacher_dir, fixture.vocab, 3, seed=1, id2label=bert_order)
+
+    # The trunk comes from the HF file, also when the label count differs (fresh classifier).
+    model = glue.init_classifier(str(init_dir), 2)
     assert model.config.num_labels == 2
     ids = np.array([[2, 10, 11, 12, 3, 0], [2, 20, 3, 21, 22, 3]], np.int32)
     mask = (ids != 0).astype(np.int32)
@@ -241,41 +266,55 @@ def test_starts_from_an_hf_directory_and_exports_what_transformers_loads(tmp_pat
         theirs = source.transformer(
             torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
         ).pooler_output.numpy()
-    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-5)  # the trunk was loaded
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-5)
 
-    config = tiny_config(fixture, "mrpc", epochs=2, batch_size=16)
-    config.init = str(hf_dir)
+    config = tiny_config(fixture, "mnli", epochs=2, batch_size=16)
+    config.init = str(init_dir)
     config.tokenizer.path = ""  # taken from the HF directory
+    config.distill.teacher = str(teacher_dir)
+    config.distill.weight = 0.5
+    config.distill.temperature = 2.0
     workdir = tmp_path / "run"
     result = glue.run(config, str(workdir))
-    assert result["complete"] and result["best"]["step"] in (4, 8)
+    assert result["complete"] and result["best"]["step"] in (2, 4)
 
+    # Distillation: the teacher's logits on the training set, in our label order.
+    train_pairs = _mnli_pairs(fixture.root / "MNLI" / "train.tsv")
+    reference = _hf_logits(teacher, load_tokenizer(teacher_dir), train_pairs, 32)[:, [1, 2, 0]]
+    with np.load(workdir / "teacher_logits.npz") as cached:
+        np.testing.assert_allclose(cached["logits"], reference, atol=1e-5)
+    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert any("distill_loss" in entry for entry in logged)  # the loss used the teacher
+
+    # The best epoch is an HF directory transformers loads; it predicts what our run wrote.
     best = workdir / "best"
     hf_config = json.loads((best / "config.json").read_text())
-    assert hf_config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
+    assert hf_config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
     exported = AutoModelForSequenceClassification.from_pretrained(best).eval()
-    lines = (workdir / "predictions" / "MRPC.tsv").read_text().splitlines()[1:]
-    assert [int(line.split("\t")[0]) for line in lines] == fixture.test_index["MRPC"]
-
-    # transformers, on the exported model, predicts what our run wrote for the test set.
-    from squeezemobile_jax.data import load_tokenizer
-
-    tokenizer = load_tokenizer(best)
-    test_rows = (fixture.root / "MRPC" / "test.tsv").read_text().splitlines()[1:]
-    pairs = [(r.split("\t")[3], r.split("\t")[4]) for r in test_rows]
-    encoded = tokenizer.encode_batch([a for a, _ in pairs], [b for _, b in pairs], 32)
-    logits = []
-    for e in encoded:
-        with torch.no_grad():
-            out = exported(
-                input_ids=torch.tensor([e["input_ids"]]),
-                token_type_ids=torch.tensor([e["token_type_ids"]]),
-                attention_mask=torch.tensor([e["attention_mask"]]),
-            )
-        logits.append(out.logits[0].numpy())
-    logits = np.stack(logits)
-    clear = np.abs(logits[:, 1] - logits[:, 0]) > 1e-4
-    expected = np.where(np.argmax(logits, -1) == 1, "1", "0")
+    lines = (workdir / "predictions" / "MNLI-m.tsv").read_text().splitlines()[1:]
+    assert [int(line.split("\t")[0]) for line in lines] == fixture.test_index["MNLI-m"]
+    pairs = _mnli_pairs(fixture.root / "MNLI" / "test_matched.tsv")
+    logits = _hf_logits(exported, load_tokenizer(best), pairs, 32)
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-4
+    expected = np.array([hf_config["id2label"][str(i)] for i in np.argmax(logits, -1)])
     written = np.array([line.split("\t")[1] for line in lines])
     np.testing.assert_array_equal(written[clear], expected[clear])
     assert clear.sum() >= len(clear) - 1
+
+    # Resuming: lose the last epoch (its checkpoint and outputs) and the teacher itself; the
+    # run restarts from epoch 1's checkpoint, uses the cached teacher logits, and ends where
+    # the uninterrupted run ended.
+    import shutil
+
+    shutil.rmtree(workdir / "checkpoints" / "4")
+    shutil.rmtree(teacher_dir)
+    (workdir / "results.json").unlink()
+    predictions = (workdir / "predictions" / "MNLI-m.tsv").read_text()
+    (workdir / "predictions" / "MNLI-m.tsv").unlink()
+    resumed = glue.run(config, str(workdir))
+    assert resumed["complete"] and resumed["step"] == 4
+    assert resumed["best"] == result["best"]
+    assert (workdir / "predictions" / "MNLI-m.tsv").read_text() == predictions
+    history = (workdir / "dev_history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [2, 4, 4]

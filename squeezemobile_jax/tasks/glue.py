@@ -216,8 +216,8 @@ def logits_to_predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
 
 # --------------------------------------------------------------------------- data sets
 @dataclasses.dataclass
-class EvalSet:
-    """A dev or test set: its spec, rows and encoded arrays."""
+class EncodedSplit:
+    """One split: its spec, its rows and their encoded arrays (`encode_examples`)."""
 
     split: SplitSpec
     examples: GlueExamples
@@ -255,22 +255,22 @@ def _encode(
 
 def load_task_data(
     config: ml_collections.ConfigDict, task: GlueTask, tokenizer: WordPieceTokenizer
-) -> tuple[EvalSet, list[EvalSet], list[EvalSet], EvalSet | None, dict]:
+) -> tuple[EncodedSplit, list[EncodedSplit], list[EncodedSplit], EncodedSplit | None, dict]:
     """(train set, dev sets, test sets, labeled diagnostic or None, counts: examples /
     skipped rows / truncated per split)."""
     source = data_source(config)
     length = int(config.data.max_seq_length)
     stats: dict[str, dict[str, int]] = {"examples": {}, "skipped_rows": {}, "truncated": {}}
     examples = load_split(source, task, task.train)
-    train = EvalSet(task.train, examples, _encode(examples, tokenizer, length, stats))
+    train = EncodedSplit(task.train, examples, _encode(examples, tokenizer, length, stats))
     dev, test = [], []
     for split in task.dev:
         examples = load_split(source, task, split)
-        dev.append(EvalSet(split, examples, _encode(examples, tokenizer, length, stats)))
+        dev.append(EncodedSplit(split, examples, _encode(examples, tokenizer, length, stats)))
     for split in task.test:
         examples = load_split(source, task, split, required=False)
         if examples is not None:
-            test.append(EvalSet(split, examples, _encode(examples, tokenizer, length, stats)))
+            test.append(EncodedSplit(split, examples, _encode(examples, tokenizer, length, stats)))
     diagnostic = None
     split = task.diagnostic
     if split is not None and (
@@ -278,11 +278,11 @@ def load_task_data(
         or (source.glue_dir and find_in_glue_dir(source.glue_dir, split))
     ):
         examples = load_split(source, task, split)
-        diagnostic = EvalSet(split, examples, _encode(examples, tokenizer, length, stats))
+        diagnostic = EncodedSplit(split, examples, _encode(examples, tokenizer, length, stats))
     return train, dev, test, diagnostic, stats
 
 
-def majority_baseline(train_labels: np.ndarray, dev: list[EvalSet], task: GlueTask) -> dict:
+def majority_baseline(train_labels: np.ndarray, dev: list[EncodedSplit], task: GlueTask) -> dict:
     """Dev metrics of always predicting the most frequent training label (classification)."""
     if task.is_regression:
         return {}
@@ -295,7 +295,7 @@ def majority_baseline(train_labels: np.ndarray, dev: list[EvalSet], task: GlueTa
 
 
 def evaluate_dev(
-    model: nnx.Module, task: GlueTask, dev: list[EvalSet], batch_size: int, mesh
+    model: nnx.Module, task: GlueTask, dev: list[EncodedSplit], batch_size: int, mesh
 ) -> dict[str, Any]:
     """{"score": mean task score over the dev sets, "sets": {name: {metric: value}}}."""
     sets = {}
@@ -591,6 +591,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
 
     best_dir = os.path.join(workdir, BEST_DIR)
+    if not os.path.isdir(best_dir) and os.path.isdir(best_dir + ".old"):
+        os.replace(best_dir + ".old", best_dir)  # a run stopped inside `export_model`
     best_file = os.path.join(best_dir, BEST_RESULTS)
     best = _read_json(best_file) if os.path.isfile(best_file) else None
 
@@ -668,7 +670,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def predict_test_sets(
     model: nnx.Module,
     task: GlueTask,
-    test: list[EvalSet],
+    test: list[EncodedSplit],
     batch_size: int,
     mesh: jax.sharding.Mesh,
     workdir: str,
