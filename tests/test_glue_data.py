@@ -436,3 +436,39 @@ def test_prediction_files_and_flat_zip(tmp_path):
     with zipfile.ZipFile(tmp_path / "s.zip") as zf:
         assert zf.namelist() == ["MNLI-m.tsv"]
     assert os.path.basename(str(tmp_path / "s.zip")) == "s.zip"
+
+
+def test_hub_rows_with_class_label_ids_and_hidden_test_labels(monkeypatch):
+    import datasets
+
+    from squeezemobile_jax.data import glue as glue_data
+
+    features = datasets.Features(
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["not_entailment", "entailment"]),
+            "idx": datasets.Value("int32"),
+        }
+    )
+    splits = {
+        "train": {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [1, 0], "idx": [0, 1]},
+        "test": {"sentence1": ["e"], "sentence2": ["f"], "label": [-1], "idx": [0]},
+    }
+    calls = []
+
+    def fake_load_dataset(path, name, split, cache_dir=None):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_dict(splits[split], features=features)
+
+    monkeypatch.setattr(glue_data, "hub_reachable", lambda timeout=5.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = get_task("wnli")
+    train = load_split(DataSource(), task, task.train)
+    # HF's WNLI id 1 is "entailment", which the leaderboard writes as "1".
+    assert [format_prediction(task, v) for v in train.labels] == ["1", "0"]
+    test = load_split(DataSource(), task, task.test[0])
+    assert test.labels is None and test.texts == (["e"], ["f"])
+    assert calls == [("nyu-mll/glue", "wnli", "train"), ("nyu-mll/glue", "wnli", "test")]
+    # The labeled AX diagnostic is not on the hub (its labels are hidden there).
+    assert load_split(DataSource(), get_task("mnli"), get_task("mnli").diagnostic) is None

@@ -573,7 +573,11 @@ def _offline_message(hub_id: str, task: GlueTask) -> str:
 
 
 def load_hub_split(
-    hub_id: str, task: GlueTask, split: SplitSpec, cache_dir: str | None = None
+    hub_id: str,
+    task: GlueTask,
+    split: SplitSpec,
+    cache_dir: str | None = None,
+    bad_rows: str = "error",
 ) -> GlueExamples:
     """A split from the HF hub (`datasets.load_dataset(hub_id, config, split=...)`)."""
     if not hub_reachable():
@@ -589,7 +593,8 @@ def load_hub_split(
             f"{hub_id} {split.hf_config}/{split.hf_split}: {type(e).__name__}: {e}\n"
             + _offline_message(hub_id, task)
         ) from e
-    return dataset_to_examples(ds, task, split, f"{hub_id}:{split.hf_config}/{split.hf_split}")
+    source = f"{hub_id}:{split.hf_config}/{split.hf_split}"
+    return dataset_to_examples(ds, task, split, source, bad_rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -619,7 +624,7 @@ def load_split(
     if not local and not split.hf_config:
         return None  # a split the hub does not have (the labeled AX diagnostic)
     if not local:
-        return load_hub_split(source.hub_id, task, split, source.cache_dir)
+        return load_hub_split(source.hub_id, task, split, source.cache_dir, source.bad_rows)
     looked = [f"data.files.{split.key}"]
     if source.glue_dir:
         path = find_in_glue_dir(source.glue_dir, split)
