@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from ml_collections import config_dict
 
+from squeezemobile_jax import fileio
 from squeezemobile_jax.hub.hf import CONFIG_NAME, from_hf_pretrained, head_of
 from squeezemobile_jax.models import (
     PRESETS,
@@ -83,15 +84,13 @@ def write_model_spec(workdir: str, config: EncoderConfig, head: str) -> None:
     """Records which model a run trains, so `load_pretrained(workdir)` can rebuild it."""
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, MODEL_SPEC_NAME), "w", encoding="utf-8") as f:
-        json.dump({"head": head, "config": config.to_dict()}, f, indent=2, sort_keys=True)
+    spec = {"head": head, "config": config.to_dict()}
+    fileio.write_text(fileio.join(workdir, MODEL_SPEC_NAME), json.dumps(spec, indent=2))
 
 
 def read_model_spec(workdir: str) -> tuple[EncoderConfig, str]:
-    path = os.path.join(workdir, MODEL_SPEC_NAME)
-    with open(path, encoding="utf-8") as f:
-        spec = json.load(f)
+    path = fileio.join(workdir, MODEL_SPEC_NAME)
+    spec = json.loads(fileio.read_text(path))
     try:
         return config_from_dict(spec["config"]), spec["head"]
     except (KeyError, ValueError) as e:
@@ -99,7 +98,7 @@ def read_model_spec(workdir: str) -> tuple[EncoderConfig, str]:
 
 
 def is_workdir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, MODEL_SPEC_NAME))
+    return fileio.exists(fileio.join(path, MODEL_SPEC_NAME))
 
 
 def is_hf_directory(path: str) -> bool:
@@ -133,7 +132,7 @@ def load_workdir_model(workdir: str, step: int | None = None) -> nnx.Module:
     config, head = read_model_spec(workdir)
     model = build_model(config, head)
     params = nnx.state(model, nnx.Param)
-    restored = restore_params(os.path.join(workdir, CHECKPOINT_DIR), params, step=step)
+    restored = restore_params(fileio.join(workdir, CHECKPOINT_DIR), params, step=step)
     nnx.update(model, restored)
     return model
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +29,7 @@ import optax
 from flax import nnx
 from ml_collections import config_dict
 
+from squeezemobile_jax import fileio
 from squeezemobile_jax.data import (
     PretrainingLoader,
     WordPieceTokenizer,
@@ -218,20 +219,25 @@ def default_config() -> ml_collections.ConfigDict:
 
 def build_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
     """The run's tokenizer: the one saved in the workdir, else the configured or trained one."""
-    saved = os.path.join(workdir, TOKENIZER_DIR)
-    if os.path.isdir(saved):
-        return load_tokenizer(saved)
+    saved = fileio.join(workdir, TOKENIZER_DIR)
+    if fileio.exists(saved):
+        return load_tokenizer(fileio.local_dir(saved))
     tok_cfg = config.tokenizer
+    init_tokenizer = fileio.join(config.init, TOKENIZER_DIR) if config.get("init") else None
     if tok_cfg.get("path"):
         tokenizer = load_tokenizer(tok_cfg.path)
-    elif config.get("init") and os.path.isdir(os.path.join(config.init, TOKENIZER_DIR)):
-        tokenizer = load_tokenizer(os.path.join(config.init, TOKENIZER_DIR))
+    elif init_tokenizer and fileio.exists(init_tokenizer):
+        tokenizer = load_tokenizer(fileio.local_dir(init_tokenizer))
     else:
         tokenizer = trained_tokenizer(
             config.data.corpus, int(tok_cfg.vocab_size), cache_dir=config.data.get("cache_dir")
         )
     if jax.process_index() == 0:
-        save_tokenizer(tokenizer, workdir, TOKENIZER_DIR)
+        if fileio.is_remote(workdir):
+            with tempfile.TemporaryDirectory() as tmp:
+                fileio.upload_dir(save_tokenizer(tokenizer, tmp, TOKENIZER_DIR), saved)
+        else:
+            save_tokenizer(tokenizer, workdir, TOKENIZER_DIR)
     return tokenizer
 
 
@@ -256,8 +262,8 @@ def phase_plan(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 
 def _latest_step(workdir: str) -> int:
-    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = fileio.join(workdir, CHECKPOINT_DIR)
+    if not fileio.exists(ckpt_dir):
         return 0
     ckpt = Checkpointer(ckpt_dir, max_to_keep=None, async_save=False)
     try:

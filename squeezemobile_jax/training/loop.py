@@ -56,6 +56,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from squeezemobile_jax import fileio
 from squeezemobile_jax.training import mesh as mesh_lib
 from squeezemobile_jax.training.checkpoint import Checkpointer
 from squeezemobile_jax.training.metric_writer import (
@@ -140,9 +141,9 @@ def _check_batch_size(batch: HostBatch, accum: int) -> None:
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    fileio.write_text(
+        fileio.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
+    )
 
 
 def train_and_evaluate(
@@ -225,7 +226,7 @@ def train_and_evaluate(
 
     # ------------------------------------------------------ Load checkpoint
     ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        fileio.join(workdir, "checkpoints"),
         max_to_keep=ckpt_cfg.get("max_to_keep", 3),
         async_save=bool(ckpt_cfg.get("async_save", True)),
     )

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 import jax
 
+from squeezemobile_jax import fileio
+
 log = logging.getLogger(__name__)
 
 # Dense peak FLOP/s per device by `device_kind` (bf16 on accelerators). Only used for MFU
@@ -107,8 +109,7 @@ class MetricWriter:
         self._jsonl = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+        self._jsonl = fileio.AppendOnlyFile(fileio.join(workdir, "metrics.jsonl"))
         from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(logdir=os.fspath(workdir))
