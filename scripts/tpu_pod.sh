@@ -23,7 +23,7 @@ case "$action" in
     tar -C "$root" --exclude=.git --exclude=workdirs -czf /tmp/$repo_dir.tgz .
     gcloud compute tpus tpu-vm scp /tmp/$repo_dir.tgz "$name:" --zone "$zone" --worker=all
     ssh_all "mkdir -p $repo_dir && tar -C $repo_dir -xzf $repo_dir.tgz && cd $repo_dir && \
-      pip install -q 'jax[tpu]' -r requirements.txt"
+      pip install -q 'jax[tpu]' gcsfs google-cloud-storage -r requirements.txt"
     ;;
   run)
     [ "${1:-}" = "--" ] && shift
