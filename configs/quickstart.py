@@ -17,7 +17,7 @@ def get_config():
         num_hidden_layers=4,
         num_attention_heads=4,
         intermediate_size=512,
-        max_position_embeddings=128,
+        max_position_embeddings=64,
         q_groups=4,
         k_groups=4,
         v_groups=4,
@@ -27,15 +27,18 @@ def get_config():
         attention_probs_dropout_prob=0.0,
     )
     c.tokenizer.vocab_size = 4096
-    c.data.global_batch_size = 32
+    c.data.max_seq_length = 64
+    c.data.max_predictions_per_seq = 10
+    c.data.global_batch_size = 64
     c.data.eval_documents = 24
-    c.data.eval_batch_size = 32
-    c.train.num_steps = 600
+    c.data.eval_batch_size = 64
+    c.train.num_steps = 1000
     c.train.log_every = 50
-    c.train.eval_every = 200
-    c.checkpoint.every_steps = 200
-    c.optimizer.name = "lamb"
-    c.optimizer.learning_rate = 5e-3
-    c.optimizer.schedule.warmup_steps = 60
+    c.train.eval_every = 250
+    c.train.eval_at_start = True
+    c.checkpoint.every_steps = 250
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 2e-3
+    c.optimizer.schedule.warmup_steps = 80
     c.optimizer.stacked_params = (("/layers/", 1),)
     return c
