@@ -147,6 +147,22 @@ def tiny_config(fixture, task: str, **finetune):
     return config
 
 
+def test_sweep_points_and_their_run_directories(tmp_path):
+    fixture = write_glue_fixture(tmp_path / "data", tasks=("rte",))
+    config = tiny_config(fixture, "rte", epochs=3, batch_size=16)
+    config.optimizer.learning_rate = 5e-4
+    assert glue.sweep_points(config) == [
+        {"learning_rate": 5e-4, "batch_size": 16, "epochs": 3}
+    ]  # no sweep: the single configured point
+    config.eval_glue.learning_rates = (1e-4, 2e-4)
+    config.eval_glue.batch_sizes = (8, 32)
+    points = glue.sweep_points(config)
+    assert len(points) == 4 and {p["epochs"] for p in points} == {3}
+    assert {(p["learning_rate"], p["batch_size"]) for p in points} == {
+        (1e-4, 8), (1e-4, 32), (2e-4, 8), (2e-4, 32)
+    }  # fmt: skip
+
+
 def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
     # MNLI labels are strings; classes are imbalanced (50/30/20), so the majority is ~50%.
     fixture = write_glue_fixture(

@@ -762,7 +762,7 @@ def run_all_tasks(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
         score, run_dir, summary = max(runs, key=lambda r: r[0])
         chosen[name] = run_dir
         hp = summary["hyperparameters"]
-        hp_text = f"lr {hp['learning_rate']:g}, batch {hp['batch_size']}, {hp['epochs']} epochs"
+        hp_text = f"lr {hp['learning_rate']:g}, batch {hp['batch_size']}, epochs {hp['epochs']}"
         for set_name, metrics in summary["best"]["sets"].items():
             rows.append(
                 {
