@@ -22,6 +22,25 @@ from squeezemobile_jax.models.layers import (
 Array = jax.Array
 
 
+def embeddings_for(
+    config: EncoderConfig, *, trigram_input: bool, norm: str, rngs: nnx.Rngs
+) -> Embeddings:
+    """The embedding block of `config`'s family (trigram input and norm type vary)."""
+    return Embeddings(
+        vocab_size=config.vocab_size,
+        embedding_size=config.embedding_size,
+        hidden_size=config.hidden_size,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        trigram_input=trigram_input,
+        norm=norm,
+        eps=config.layer_norm_eps,
+        dropout_rate=config.hidden_dropout_prob,
+        init_std=config.initializer_range,
+        rngs=rngs,
+    )
+
+
 class Encoder(nnx.Module):
     """Base encoder. Subclasses set `config`, `embeddings`, `layers` (stacked) and `pooler`.
 

@@ -122,6 +122,13 @@ class TaskModel(nnx.Module):
     def _dropout(self, x: Array, keys: KeySplitter, kwargs: dict) -> Array:
         return dropout(x, self.classifier_dropout, keys(), kwargs.get("deterministic", True))
 
+    def _mlm_logits(self, enc: EncoderOutput, positions: Array | None) -> Array:
+        """MLM logits [B, T or P, V] of `self.mlm`, at `positions` [B, P] when given."""
+        seq = enc.last_hidden_state
+        if positions is not None:
+            seq = gather_positions(seq, positions)
+        return self.mlm(seq, self.backbone.embeddings.word_embeddings.embedding[...])
+
 
 class PreTrainingModel(TaskModel):
     """MLM + NSP/SOP. With `masked_lm_positions` [B, P], MLM logits are computed only there."""
@@ -143,13 +150,9 @@ class PreTrainingModel(TaskModel):
         **kwargs,
     ) -> TaskOutput:
         enc, _ = self._encode(input_ids, attention_mask, token_type_ids, kwargs)
-        seq = enc.last_hidden_state
-        if masked_lm_positions is not None:
-            seq = gather_positions(seq, masked_lm_positions)
-        table = self.backbone.embeddings.word_embeddings.embedding[...]
         return TaskOutput(
             encoder=enc,
-            prediction_logits=self.mlm(seq, table),
+            prediction_logits=self._mlm_logits(enc, masked_lm_positions),
             seq_relationship_logits=self.seq_relationship(enc.pooler_output).astype(jnp.float32),
         )
 
@@ -171,11 +174,7 @@ class MaskedLMModel(TaskModel):
         **kwargs,
     ) -> TaskOutput:
         enc, _ = self._encode(input_ids, attention_mask, token_type_ids, kwargs)
-        seq = enc.last_hidden_state
-        if masked_lm_positions is not None:
-            seq = gather_positions(seq, masked_lm_positions)
-        table = self.backbone.embeddings.word_embeddings.embedding[...]
-        return TaskOutput(encoder=enc, logits=self.mlm(seq, table))
+        return TaskOutput(encoder=enc, logits=self._mlm_logits(enc, masked_lm_positions))
 
 
 class NextSentenceModel(TaskModel):

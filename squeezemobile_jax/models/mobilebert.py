@@ -21,11 +21,10 @@ import jax
 from flax import nnx
 
 from squeezemobile_jax.models.config import MobileBertConfig
-from squeezemobile_jax.models.encoder import Encoder
+from squeezemobile_jax.models.encoder import Encoder, embeddings_for
 from squeezemobile_jax.models.layers import (
     NORMS,
     Dense,
-    Embeddings,
     KeySplitter,
     LayerOutput,
     Pooler,
@@ -155,18 +154,8 @@ class MobileBertModel(Encoder):
 
     def __init__(self, config: MobileBertConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embeddings = Embeddings(
-            vocab_size=config.vocab_size,
-            embedding_size=config.embedding_size,
-            hidden_size=config.hidden_size,
-            max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
-            trigram_input=config.trigram_input,
-            norm=config.normalization_type,
-            eps=config.layer_norm_eps,
-            dropout_rate=config.hidden_dropout_prob,
-            init_std=config.initializer_range,
-            rngs=rngs,
+        self.embeddings = embeddings_for(
+            config, trigram_input=config.trigram_input, norm=config.normalization_type, rngs=rngs
         )
         self.layers = stack_layers(
             lambda r: MobileBertLayer(config, rngs=r), config.num_hidden_layers, rngs

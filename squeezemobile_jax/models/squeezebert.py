@@ -10,9 +10,8 @@ import jax
 from flax import nnx
 
 from squeezemobile_jax.models.config import SqueezeBertConfig
-from squeezemobile_jax.models.encoder import Encoder
+from squeezemobile_jax.models.encoder import Encoder, embeddings_for
 from squeezemobile_jax.models.layers import (
-    Embeddings,
     GroupedDense,
     KeySplitter,
     LayerNorm,
@@ -83,19 +82,7 @@ class SqueezeBertModel(Encoder):
 
     def __init__(self, config: SqueezeBertConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.embeddings = Embeddings(
-            vocab_size=config.vocab_size,
-            embedding_size=config.embedding_size,
-            hidden_size=config.hidden_size,
-            max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
-            trigram_input=False,
-            norm="layer_norm",
-            eps=config.layer_norm_eps,
-            dropout_rate=config.hidden_dropout_prob,
-            init_std=config.initializer_range,
-            rngs=rngs,
-        )
+        self.embeddings = embeddings_for(config, trigram_input=False, norm="layer_norm", rngs=rngs)
         self.layers = stack_layers(
             lambda r: SqueezeBertLayer(config, rngs=r), config.num_hidden_layers, rngs
         )
