@@ -38,6 +38,25 @@ def read_text(path: str | os.PathLike) -> str:
     return epath.Path(path).read_text()
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path`; a local file is replaced atomically (never left half-written)."""
+    if is_remote(path):
+        target = epath.Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    return epath.Path(path).read_bytes()
+
+
 def upload_dir(local_dir: str | os.PathLike, destination: str | os.PathLike) -> None:
     """Copies the files of `local_dir` (not recursive) into `destination`."""
     makedirs(destination)

@@ -163,7 +163,12 @@ def test_sweep_points_and_their_run_directories(tmp_path):
     }  # fmt: skip
 
 
-def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
+def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path, monkeypatch):
+    # The run directory takes the object-store code path (no appends, no renames, files
+    # staged through local copies), as a gs:// workdir would.
+    from squeezemobile_jax import fileio
+
+    monkeypatch.setattr(fileio, "is_remote", lambda path: "remote_run" in str(path))
     # MNLI labels are strings; classes are imbalanced (50/30/20), so the majority is ~50%.
     fixture = write_glue_fixture(
         tmp_path / "data",
@@ -175,7 +180,7 @@ def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
     )
     config = tiny_config(fixture, "mnli", epochs=16, batch_size=16)
     config.optimizer.learning_rate = 1e-3
-    result = glue.run(config, str(tmp_path / "run"))
+    result = glue.run(config, str(tmp_path / "remote_run"))
 
     gold = fixture.dev_gold["MNLI-m"]
     majority = Counter(gold).most_common(1)[0][1] / len(gold)
@@ -188,14 +193,14 @@ def test_learns_a_fixture_task_and_maps_string_labels_back(tmp_path):
     # exactly as often as the dev accuracy says, so ids were mapped back through the same
     # label list (a wrong mapping would agree far less often).
     for name in ("MNLI-m", "MNLI-mm"):
-        lines = (tmp_path / "run" / "predictions" / f"{name}.tsv").read_text().splitlines()
+        lines = (tmp_path / "remote_run" / "predictions" / f"{name}.tsv").read_text().splitlines()
         by_index = dict(line.split("\t") for line in lines[1:])
         predicted = [by_index[str(i)] for i in fixture.test_index[name]]
         agreement = np.mean([p == g for p, g in zip(predicted, fixture.test_gold[name])])
         assert agreement == pytest.approx(result["best"]["sets"][name]["accuracy"])
     # AX is predicted by the MNLI model; with labels it is scored by R3, the K-class MCC.
     # Reference: R3 = cov(X, Y) / sqrt(cov(X, X) cov(Y, Y)) over one-hot matrices.
-    lines = (tmp_path / "run" / "predictions" / "AX.tsv").read_text().splitlines()[1:]
+    lines = (tmp_path / "remote_run" / "predictions" / "AX.tsv").read_text().splitlines()[1:]
     by_index = dict(line.split("\t") for line in lines)
     names = ["entailment", "neutral", "contradiction"]
     x = np.eye(3)[[names.index(by_index[str(i)]) for i in fixture.test_index["AX"]]]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from squeezemobile_jax import fileio
 from squeezemobile_jax.data.tokenizer import WordPieceTokenizer
 
 log = logging.getLogger(__name__)
@@ -699,32 +701,28 @@ def format_prediction(task: GlueTask, value: float | int) -> str:
 def write_predictions(
     path: str, task: GlueTask, index: Sequence[int] | np.ndarray, predictions: np.ndarray
 ) -> None:
-    """Writes `index\\tprediction` rows (test-file order) for ids/scores `predictions` [N]."""
+    """Writes `index\\tprediction` rows (test-file order) for ids/scores `predictions` [N]
+    to `path` (local, replaced atomically, or on an object store)."""
     if len(index) != len(predictions):
         raise ValueError(f"{len(index)} indices but {len(predictions)} predictions")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(SUBMISSION_HEADER + "\n")
-        for i, p in zip(index, predictions):
-            f.write(f"{int(i)}\t{format_prediction(task, p)}\n")
-    os.replace(tmp, path)
+    rows = "".join(f"{int(i)}\t{format_prediction(task, p)}\n" for i, p in zip(index, predictions))
+    fileio.write_bytes(path, (SUBMISSION_HEADER + "\n" + rows).encode("utf-8"))
 
 
 def write_submission_zip(path: str, files: Mapping[str, str]) -> list[str]:
-    """Zips {leaderboard name: predictions tsv} into `path`, every file at the zip root.
+    """Zips {leaderboard name: predictions tsv path} into `path`, every file at the zip root.
 
     Returns the names of `SUBMISSION_FILES` that are missing (the leaderboard wants all 11).
     """
     unknown = sorted(set(files) - set(SUBMISSION_FILES))
     if unknown:
         raise ValueError(f"not GLUE submission files: {unknown}; names: {SUBMISSION_FILES}")
-    tmp = f"{path}.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in SUBMISSION_FILES:
             if name in files:
-                zf.write(files[name], f"{name}.tsv")
-    os.replace(tmp, path)
+                zf.writestr(f"{name}.tsv", fileio.read_bytes(files[name]))
+    fileio.write_bytes(path, buffer.getvalue())
     missing = [n for n in SUBMISSION_FILES if n not in files]
     if missing:
         log.warning("%s lacks %s; the GLUE leaderboard only accepts all 11 files", path, missing)

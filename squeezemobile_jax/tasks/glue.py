@@ -27,21 +27,25 @@ leaderboard files; AX comes from the MNLI run). Finished runs are not repeated.
 With `eval_glue.start_from_mnli`, MNLI runs first and every other task starts from its best
 model (SqueezeBERT's recipe).
 
-Files under the workdir are written by process 0; with several processes the workdir must be
-on a file system they share.
+Files under the workdir are written by process 0 (the workdir may be on an object store,
+`gs://...`); every process reads the best model back, so with several hosts the workdir must
+be one they share (an object store or a shared file system).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
+import io
 import itertools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -51,6 +55,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from squeezemobile_jax import fileio
 from squeezemobile_jax.data import WordPieceTokenizer, load_tokenizer, save_tokenizer
 from squeezemobile_jax.data.batching import EpochBatches, eval_batches
 from squeezemobile_jax.data.glue import (
@@ -307,14 +312,27 @@ def evaluate_dev(
 
 
 # ---------------------------------------------------------------------------- tokenizer
+@contextlib.contextmanager
+def _local_copy(path: str) -> Iterator[str]:
+    """`path` itself when local; a temporary local copy of its files (removed after) when not."""
+    local = fileio.local_dir(path)
+    try:
+        yield local
+    finally:
+        if local != os.fspath(path):
+            shutil.rmtree(local, ignore_errors=True)
+
+
 def build_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
     """The run's tokenizer (see the module docstring), saved to `workdir/tokenizer`."""
     saved = os.path.join(workdir, TOKENIZER_DIR)
-    if os.path.isdir(saved):
-        return load_tokenizer(saved)
+    if fileio.exists(saved):
+        with _local_copy(saved) as local:
+            return load_tokenizer(local)
     tokenizer = tokenizer_of(config.init, config.tokenizer.get("path") or None)
     if jax.process_index() == 0:
-        save_tokenizer(tokenizer, workdir, TOKENIZER_DIR)
+        with tempfile.TemporaryDirectory() as tmp:
+            fileio.upload_dir(save_tokenizer(tokenizer, tmp, TOKENIZER_DIR), saved)
     return tokenizer
 
 
@@ -324,10 +342,10 @@ def tokenizer_of(init: str | None, path: str | None = None) -> WordPieceTokenize
         return load_tokenizer(path)
     if init:
         for candidate in (os.path.join(init, TOKENIZER_DIR), init):
-            if any(
-                os.path.isfile(os.path.join(candidate, f)) for f in ("tokenizer.json", "vocab.txt")
-            ):
-                return load_tokenizer(candidate)
+            names = ("tokenizer.json", "vocab.txt")
+            if any(fileio.exists(os.path.join(candidate, name)) for name in names):
+                with _local_copy(candidate) as local:
+                    return load_tokenizer(local)
     raise ValueError(
         f"no tokenizer: set config.tokenizer.path (vocab.txt / tokenizer.json), or init a "
         f"model directory that holds one (init={init!r})"
@@ -415,11 +433,13 @@ def export_model(
     info: Mapping[str, Any],
 ) -> None:
     """Writes an HF directory (config.json with the task's label names, weights, tokenizer)
-    plus `dev_results.json` = `info`, replacing `directory` atomically. Call on every process."""
+    plus `dev_results.json` = `info`. A local `directory` is replaced atomically; on an object
+    store the files are uploaded. Call on every process (parameters are gathered)."""
     host_model = _host_params(model)
     if jax.process_index() != 0:
         return
-    tmp = directory.rstrip("/") + ".tmp"
+    remote = fileio.is_remote(directory)
+    tmp = tempfile.mkdtemp(prefix="glue-best-") if remote else directory.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_hf_pretrained(host_model, tmp)
     if task.label_names:
@@ -432,6 +452,10 @@ def export_model(
             json.dump(hf_config, f, indent=2, sort_keys=True)
     tokenizer.save(tmp)
     _write_json(os.path.join(tmp, BEST_RESULTS), info)
+    if remote:
+        fileio.upload_dir(tmp, directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = directory.rstrip("/") + ".old"
     shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(directory):
@@ -441,16 +465,11 @@ def export_model(
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    fileio.write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(fileio.read_text(path))
 
 
 # -------------------------------------------------------------------------------- teacher
@@ -461,9 +480,10 @@ def teacher_label_order(teacher_dir: str, task: GlueTask) -> np.ndarray:
     HF names); otherwise the teacher is assumed to use our order.
     """
     identity = np.arange(task.num_labels)
-    if task.is_regression or not os.path.isfile(os.path.join(teacher_dir, CONFIG_NAME)):
+    config_path = os.path.join(teacher_dir, CONFIG_NAME)
+    if task.is_regression or not fileio.exists(config_path):
         return identity
-    id2label = read_config(teacher_dir).get("id2label") or {}
+    id2label = json.loads(fileio.read_text(config_path)).get("id2label") or {}
     names = [id2label.get(str(i)) for i in range(len(id2label))]
     try:
         ours = [parse_label(task, n) for n in names]
@@ -493,8 +513,8 @@ def teacher_logits(
     if not teacher_dir or float(config.distill.weight) <= 0.0:
         return None
     cache = os.path.join(workdir, TEACHER_CACHE)
-    if os.path.isfile(cache):
-        with np.load(cache) as saved:
+    if fileio.exists(cache):
+        with np.load(io.BytesIO(fileio.read_bytes(cache))) as saved:
             if str(saved["teacher"]) == teacher_dir and len(saved["logits"]) == len(train):
                 return saved["logits"]
     if not (is_workdir(teacher_dir) or is_hf_directory(teacher_dir)):
@@ -516,9 +536,9 @@ def teacher_logits(
     logits = predict_logits(teacher, arrays, batch, mesh)
     logits = logits[:, teacher_label_order(teacher_dir, task)]
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        np.savez(cache + ".tmp.npz", logits=logits, teacher=np.asarray(teacher_dir))
-        os.replace(cache + ".tmp.npz", cache)
+        buffer = io.BytesIO()
+        np.savez(buffer, logits=logits, teacher=np.asarray(teacher_dir))
+        fileio.write_bytes(cache, buffer.getvalue())
     return logits
 
 
@@ -591,10 +611,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
 
     best_dir = os.path.join(workdir, BEST_DIR)
-    if not os.path.isdir(best_dir) and os.path.isdir(best_dir + ".old"):
-        os.replace(best_dir + ".old", best_dir)  # a run stopped inside `export_model`
+    interrupted = best_dir + ".old"  # left by a run stopped inside `export_model`
+    if (
+        not fileio.is_remote(best_dir)
+        and not os.path.isdir(best_dir)
+        and os.path.isdir(interrupted)
+    ):
+        os.replace(interrupted, best_dir)
     best_file = os.path.join(best_dir, BEST_RESULTS)
-    best = _read_json(best_file) if os.path.isfile(best_file) else None
+    best = _read_json(best_file) if fileio.exists(best_file) else None
 
     def eval_fn(model: nnx.Module, mesh: jax.sharding.Mesh, step: int) -> dict[str, float]:
         nonlocal best
@@ -602,8 +627,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         epoch = step / steps_per_epoch
         entry = {"step": step, "epoch": epoch, **result}
         if jax.process_index() == 0:
-            with open(os.path.join(workdir, HISTORY_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
+            history = fileio.AppendOnlyFile(os.path.join(workdir, HISTORY_FILE))
+            history.write(json.dumps(entry, sort_keys=True) + "\n")
+            history.close()
         improved = best is None or result["score"] > best["score"]
         log.info(
             "%s dev after epoch %.2f: score %.4f %s%s",
@@ -649,7 +675,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return summary
     if best is None:  # no evaluation ran (e.g. resumed at the last step without best/)
         eval_fn(result.model, mesh, result.step)
-    best_model = from_hf_pretrained(best_dir, HEAD, **_runtime_overrides(config))
+    with _local_copy(best_dir) as local:
+        best_model = from_hf_pretrained(local, HEAD, **_runtime_overrides(config))
     summary["best"] = best
     summary["predictions"] = predict_test_sets(best_model, task, test, batch_size, mesh, workdir)
     if diagnostic is not None:  # AX with labels: R3 of the MNLI model's predictions
@@ -720,7 +747,7 @@ def _task_config(
 def _run_once(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """`run`, unless `workdir` already holds a finished run's results."""
     done = os.path.join(workdir, RESULTS_FILE)
-    if os.path.isfile(done):
+    if fileio.exists(done):
         summary = _read_json(done)
         if summary.get("complete"):
             log.info("%s: finished earlier, reusing its results", workdir)
@@ -796,8 +823,7 @@ def run_all_tasks(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                 "diagnostic": diagnostic,
             },
         )
-        with open(os.path.join(workdir, "dev_results.md"), "w", encoding="utf-8") as f:
-            f.write(table)
+        fileio.write_bytes(os.path.join(workdir, "dev_results.md"), table.encode())
         missing = write_submission_zip(zip_path, files)
     log.info("GLUE dev results:\n%s", table)
     return {"dev": rows, "submission": zip_path, "missing": missing, "stopped": False}
