@@ -1,0 +1,268 @@
+"""The distillation task end to end on tiny models: what stays frozen during a phase, what the
+student takes from the teacher, logs and checkpoint metadata, and an exact resume after
+SIGKILL during stage 1 (subprocesses, as tests/test_training_distributed.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from squeezemobile_jax.data import save_tokenizer, trained_tokenizer
+from squeezemobile_jax.models import build_model, get_model_config
+from squeezemobile_jax.tasks import distill
+from squeezemobile_jax.tasks.common import (
+    CHECKPOINT_DIR,
+    load_pretrained,
+    load_workdir_model,
+    model_section,
+    write_model_spec,
+)
+from squeezemobile_jax.tasks.pretrain import corpus_section
+from squeezemobile_jax.training import read_metadata, restore_params
+from squeezemobile_jax.training.checkpoint import save_params
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> str:
+    """A random IB-BERT-shaped teacher saved as a train.py workdir (model.json, tokenizer,
+    params-only checkpoint); the token cache next to it is shared by the tests."""
+    root = tmp_path_factory.mktemp("distill")
+    tokenizer = trained_tokenizer(corpus_section(), 512, cache_dir=str(root / "cache"))
+    config = get_model_config(
+        "ib-bert-test", num_hidden_layers=LAYERS, vocab_size=tokenizer.vocab_size
+    )
+    teacher = build_model(config, "pretraining", seed=7)
+    norm = teacher.backbone.embeddings.norm  # as a trained teacher's: not the identity
+    rng = np.random.default_rng(0)
+    norm.scale[...] = rng.uniform(0.5, 1.5, norm.scale.shape).astype(np.float32)
+    norm.bias[...] = rng.uniform(-0.5, 0.5, norm.bias.shape).astype(np.float32)
+    path = str(root / "teacher")
+    write_model_spec(path, config, "pretraining")
+    save_params(os.path.join(path, CHECKPOINT_DIR), nnx.state(teacher, nnx.Param))
+    save_tokenizer(tokenizer, path)
+    return path
+
+
+def tiny_config(teacher: str, **distill_stage1):
+    c = distill.default_config()
+    c.teacher = teacher
+    c.model = model_section("mobilebert-test", num_hidden_layers=LAYERS)
+    c.data.cache_dir = os.path.join(os.path.dirname(teacher), "cache")
+    c.data.max_seq_length = 32
+    c.data.max_predictions_per_seq = 5
+    c.data.global_batch_size = 8
+    c.data.eval_documents = 8
+    c.data.eval_batch_size = 8
+    c.distill.stage1.steps_per_layer = 3
+    c.distill.stage1.update(distill_stage1)
+    c.distill.stage2.num_steps = 0
+    c.train.log_every = 1
+    c.train.peak_flops_per_device = 1e12
+    c.checkpoint.every_steps = 1
+    c.checkpoint.max_to_keep = None
+    c.checkpoint.async_save = False
+    return c
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+    return {
+        "/".join(map(str, k)): np.asarray(v[...])
+        for k, v in nnx.to_flat_state(tree if isinstance(tree, nnx.State) else nnx.state(tree))
+    }
+
+
+def read_metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_stage_one_freezes_what_the_schedule_freezes(teacher_dir, tmp_path):
+    config = tiny_config(teacher_dir, freeze_earlier_layers=True)
+    workdir = str(tmp_path / "run")
+    result = distill.run(config, workdir)
+    assert result.step == 3 * LAYERS
+
+    teacher = load_pretrained(teacher_dir, "pretraining")
+    teacher_on_disk = flat(nnx.state(teacher, nnx.Param))
+    student_init = distill.build_student_with_teacher(config, teacher, teacher.config.vocab_size)
+    init = flat(nnx.state(student_init, distill.TRAINABLE))
+    # The teacher inside the trained model is bitwise the teacher on disk.
+    after_teacher = flat(nnx.state(result.model.teacher, nnx.Param))
+    assert after_teacher.keys() == teacher_on_disk.keys()
+    for k, v in teacher_on_disk.items():
+        np.testing.assert_array_equal(after_teacher[k], v, err_msg=k)
+
+    # Embeddings, pooler and heads were copied from the teacher (not the embedding norm:
+    # LayerNorm in the teacher, NoNorm in the student) and never move in stage 1.
+    copied = [k for k in init if not k.startswith("backbone/layers/")]
+    assert "backbone/embeddings/word_embeddings/embedding" in copied
+    assert "mlm/extra_output_weights" in copied and "seq_relationship/kernel" in copied
+    for k in copied:
+        if k.startswith("backbone/embeddings/norm/"):
+            assert not np.array_equal(init[k], teacher_on_disk[k]), k
+            np.testing.assert_array_equal(init[k], 1.0 if k.endswith("scale") else 0.0)
+        else:
+            np.testing.assert_array_equal(init[k], teacher_on_disk[k], err_msg=k)
+
+    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    target = nnx.state(student_init, distill.TRAINABLE)
+    params = {s: flat(restore_params(ckpt_dir, target, step=s)) for s in range(1, 3 * LAYERS + 1)}
+    params[0] = init
+    layer_keys = [k for k in init if k.startswith("backbone/layers/")]
+    for step in range(1, 3 * LAYERS + 1):
+        phase = (step - 1) // 3  # 0-based layer trained by the step that led here
+        for k in copied:
+            np.testing.assert_array_equal(params[step][k], init[k], err_msg=f"{k} step {step}")
+        for k in layer_keys:
+            for layer in range(LAYERS):
+                same = np.array_equal(params[step][k][layer], params[step - 1][k][layer])
+                first_of_phase = (step - 1) % 3 == 0  # background warmup: lr 0 at t = 0
+                if layer != phase or first_of_phase:
+                    assert same, f"{k} layer {layer} moved at step {step}"
+        # The layer in phase moves (checked on a kernel that gets gradient from every term).
+        moved = params[step]["backbone/layers/output_bottleneck/kernel"][phase]
+        before = params[step - 1]["backbone/layers/output_bottleneck/kernel"][phase]
+        assert ((step - 1) % 3 == 0) == np.array_equal(moved, before), step
+
+    # Logs: stage, phase and every layer's terms; checkpoint metadata: stage and phase.
+    rows = {r["step"]: r for r in read_metrics(workdir) if "loss" in r}
+    assert [rows[s]["phase"] for s in range(1, 10)] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert all(rows[s]["stage"] == 1 for s in rows)
+    for name in ("fmt", "at", "mean", "var"):
+        assert f"{name}/layer_{LAYERS:02d}" in rows[1]
+        assert rows[5][name] == rows[5][f"{name}/layer_02"]
+    eval_row = [r for r in read_metrics(workdir) if "eval/mlm_accuracy" in r][-1]
+    assert "eval/fmt/layer_03" in eval_row and "eval/teacher_mlm_accuracy" in eval_row
+    meta = read_metadata(ckpt_dir, step=5)["task"]
+    assert (meta["stage"], meta["phase"]) == (1, 2)
+
+    # The workdir reads like a train.py workdir of the student.
+    student = load_workdir_model(workdir)
+    got = flat(nnx.state(student, nnx.Param))
+    for k, v in params[3 * LAYERS].items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+    # Changing the plan under an existing workdir is refused.
+    config.distill.stage1.steps_per_layer = 4
+    with pytest.raises(ValueError, match="plan"):
+        distill.run(config, workdir)
+
+
+# ------------------------------------------------------------------------ exact resume
+RESUME_STEPS_PER_LAYER = 12
+RESUME_STAGE2 = 4
+
+
+def _config_file(tmp_path, teacher: str) -> str:
+    path = tmp_path / "resume_config.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            from squeezemobile_jax.tasks.common import model_section
+            from squeezemobile_jax.tasks.distill import default_config
+
+
+            def get_config():
+                c = default_config()
+                c.teacher = {teacher!r}
+                c.model = model_section("mobilebert-test", num_hidden_layers={LAYERS})
+                c.data.cache_dir = {os.path.join(os.path.dirname(teacher), "cache")!r}
+                c.data.max_seq_length = 64
+                c.data.max_predictions_per_seq = 8
+                c.data.global_batch_size = 16
+                c.distill.stage1.steps_per_layer = {RESUME_STEPS_PER_LAYER}
+                c.distill.stage2.num_steps = {RESUME_STAGE2}
+                c.optimizer.schedule.warmup_steps = 2
+                c.train.log_every = 1
+                c.train.peak_flops_per_device = 1e12
+                c.checkpoint.every_steps = 3
+                return c
+            """
+        )
+    )
+    return str(path)
+
+
+def _env() -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _launch(config_file: str, workdir, log) -> subprocess.Popen:
+    cmd = [sys.executable, "distill.py", "--config", config_file, "--workdir", str(workdir)]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _logged_steps(workdir) -> list[int]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line)["step"] for line in f if line.strip().endswith("}")]
+
+
+def test_resume_after_sigkill_in_stage_one_is_bitwise_exact(teacher_dir, tmp_path):
+    config_file = _config_file(tmp_path, teacher_dir)
+    stage1 = LAYERS * RESUME_STEPS_PER_LAYER
+    straight_log = open(tmp_path / "straight.log", "w")  # noqa: SIM115 - closed below
+    straight = _launch(config_file, tmp_path / "straight", straight_log)
+    killed_dir = tmp_path / "killed"
+    kill_after = random.Random().randint(7, stage1 - 14)  # logged step; checkpoint 3 is written
+    proc = _launch(config_file, killed_dir, subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if max(_logged_steps(killed_dir), default=0) >= kill_after:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    done = max(_logged_steps(killed_dir))
+    assert done < stage1, f"killed after step {done}, past stage 1"
+
+    resumed = subprocess.run(
+        [sys.executable, "distill.py", "--config", config_file, "--workdir", str(killed_dir)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    straight.wait(timeout=300)
+    straight_log.close()
+    assert straight.returncode == 0, (tmp_path / "straight.log").read_text()[-4000:]
+
+    restored = int(resumed.stderr.split("Resuming distillation after step ")[1].split()[0])
+    assert 3 <= restored <= done and restored % 3 == 0, (restored, done)
+    phase = (restored - 1) // RESUME_STEPS_PER_LAYER + 1
+    assert f"(stage 1, phase {phase})" in resumed.stderr
+
+    want = flat(nnx.state(load_workdir_model(str(tmp_path / "straight")), nnx.Param))
+    got = flat(nnx.state(load_workdir_model(str(killed_dir)), nnx.Param))
+    assert got.keys() == want.keys()
+    for k in want:
+        assert np.array_equal(got[k], want[k]), f"{k} differs (killed after step {done})"
+    final = read_metadata(os.path.join(killed_dir, CHECKPOINT_DIR))
+    assert final["step"] == stage1 + RESUME_STAGE2 and final["task"]["stage"] == 2
+    assert jax.tree.leaves(want)  # something was compared
