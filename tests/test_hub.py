@@ -188,3 +188,18 @@ def test_stacked_layers_map_to_per_layer_keys():
             block = conv[group * cout : (group + 1) * cout, :, 0]
             np.testing.assert_array_equal(block, kernel[i, group].T)
     assert jax.tree.leaves(state)
+
+
+def test_head_of_another_size_stays_fresh_but_trunk_mismatch_raises(tmp_path):
+    reference = hf_model(
+        get_model_config("squeezebert-test", num_labels=3), "sequence_classification"
+    )
+    reference.save_pretrained(tmp_path)
+    binary = from_hf_pretrained(str(tmp_path), num_labels=2)
+    assert binary.classifier.kernel.shape == (48, 2)
+    np.testing.assert_array_equal(
+        binary.backbone.pooler.dense.kernel[...],
+        reference.transformer.pooler.dense.weight.detach().numpy().T,
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        from_hf_pretrained(str(tmp_path), intermediate_size=48)

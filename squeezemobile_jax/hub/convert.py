@@ -177,9 +177,10 @@ def load_hf_state_dict(
 ) -> dict[str, list[str]]:
     """Copies HF tensors into `model` in place (upcast to float32).
 
-    Raises ValueError naming the key on a shape mismatch. Returns `{"missing": [...],
-    "unexpected": [...]}`: our parameters the file lacks (left as initialised, e.g. a fresh
-    classifier) and HF keys we do not use.
+    Raises ValueError naming the key when a trunk tensor does not fit. Returns
+    `{"missing": [...], "unexpected": [...], "mismatched": [...]}`: our parameters the file
+    lacks (left as initialised, e.g. a fresh classifier), HF keys we do not use, and head
+    tensors of another shape (e.g. another label count), which stay initialised.
     """
     config, is_task = _config_of(model)
     state = dict(state_dict)
@@ -191,6 +192,7 @@ def load_hf_state_dict(
         state = {k.removeprefix(prefix): v for k, v in state.items()}
     used: set[str] = set()
     missing: list[str] = []
+    mismatched: list[str] = []
     for path, var in _flat_params(model):
         keys = _layer_keys(_hf_template(path, config, is_task), path, config.num_hidden_layers)
         if not all(k in state for k in keys):
@@ -200,6 +202,11 @@ def load_hf_state_dict(
         pieces = []
         for key in keys:
             piece = _from_hf_layout(path, np.asarray(state[key], dtype=np.float32), inner_shape)
+            if piece.shape != tuple(inner_shape) and is_task and not path.startswith("backbone."):
+                # A task head of another size (e.g. an MNLI classifier for a binary task)
+                # stays freshly initialised, like HF's ignore_mismatched_sizes.
+                mismatched.append(key)
+                break
             if piece.shape != tuple(inner_shape):
                 raise ValueError(
                     f"{source}: {key} has shape {tuple(np.shape(state[key]))}, which does not fit "
@@ -207,8 +214,12 @@ def load_hf_state_dict(
                 )
             pieces.append(piece)
             used.add(key)
+        if len(pieces) < len(keys):
+            continue
         var[...] = jnp.asarray(np.stack(pieces) if _is_stacked(path) else pieces[0])
-    unexpected = sorted(k for k in state if k not in used and not IGNORED_HF_KEYS.search(k))
+    unexpected = sorted(
+        k for k in state if k not in used and k not in mismatched and not IGNORED_HF_KEYS.search(k)
+    )
     if warn is not None:
         if missing:
             warn(
@@ -217,7 +228,9 @@ def load_hf_state_dict(
             )
         if unexpected:
             warn(f"{source}: {len(unexpected)} tensor(s) not used: {unexpected[:8]}")
-    return {"missing": missing, "unexpected": unexpected}
+        if mismatched:
+            warn(f"{source}: head tensor(s) of another shape left initialised: {mismatched}")
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
 
 
 def _config_of(model: nnx.Module) -> tuple[EncoderConfig, bool]:

@@ -75,14 +75,11 @@ from squeezemobile_jax.data.glue import (
 from squeezemobile_jax.hub.hf import (
     CONFIG_NAME,
     from_hf_pretrained,
-    head_from_architectures,
-    read_config,
     save_hf_pretrained,
 )
-from squeezemobile_jax.models import build_model, config_from_dict
+from squeezemobile_jax.models import build_model
 from squeezemobile_jax.models.config import RUNTIME_FIELDS
 from squeezemobile_jax.tasks.common import (
-    copy_matching_params,
     is_hf_directory,
     is_workdir,
     load_pretrained,
@@ -356,33 +353,9 @@ def tokenizer_of(init: str | None, path: str | None = None) -> WordPieceTokenize
 def init_classifier(
     init: str, num_labels: int, *, seed: int = 0, **config_overrides: Any
 ) -> nnx.Module:
-    """A `sequence_classification` model with `num_labels` outputs initialised from `init`.
-
-    Everything with a matching path and shape is copied: the trunk, and the classifier when
-    the label counts agree. An HF classifier checkpoint with another label count (e.g. an
-    MNLI model for a binary task) gets a fresh classifier instead of a shape error.
-    """
-    overrides = {**config_overrides, "num_labels": num_labels}
-    if is_hf_directory(init):
-        raw = read_config(init)
-        source_config = config_from_dict(raw, strict=False)
-        if (
-            head_from_architectures(raw.get("architectures")) == HEAD
-            and source_config.num_labels != num_labels
-        ):
-            others = {k: v for k, v in overrides.items() if k not in ("num_labels", "problem_type")}
-            source = from_hf_pretrained(init, HEAD, seed=seed, **others)
-            target = build_model(source.config.replace(**overrides), HEAD, seed=seed)
-            report = copy_matching_params(source, target)
-            log.info(
-                "init from %s: %d parameters copied; fresh %d-label classifier: %s",
-                init,
-                len(report["copied"]),
-                num_labels,
-                report["skipped_shape"] + report["fresh"],
-            )
-            return target
-    return load_pretrained(init, HEAD, seed=seed, **overrides)
+    """A `sequence_classification` model with `num_labels` outputs initialised from `init`:
+    the trunk, and the classifier when the label counts agree (else a fresh one)."""
+    return load_pretrained(init, HEAD, seed=seed, num_labels=num_labels, **config_overrides)
 
 
 def build_classifier(config: ml_collections.ConfigDict, task: GlueTask, vocab_size: int):
