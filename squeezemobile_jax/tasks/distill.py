@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,12 +52,8 @@ import ml_collections
 from flax import nnx
 from ml_collections import config_dict
 
-from squeezemobile_jax.data import (
-    PretrainingLoader,
-    WordPieceTokenizer,
-    load_tokenizer,
-    save_tokenizer,
-)
+from squeezemobile_jax import fileio
+from squeezemobile_jax.data import PretrainingLoader, WordPieceTokenizer, load_tokenizer
 from squeezemobile_jax.models import EncoderConfig, build_model
 from squeezemobile_jax.models.flops import (
     forward_flops_per_example,
@@ -89,6 +84,7 @@ from squeezemobile_jax.tasks.distill_schedule import (
 from squeezemobile_jax.tasks.pretrain import (
     HEAD,
     TOKENIZER_DIR,
+    build_tokenizer,
     masked_lm_terms,
     next_sentence_terms,
     pretraining_metrics,
@@ -175,25 +171,25 @@ def teacher_tokenizer_path(config: ml_collections.ConfigDict) -> str:
     """config.tokenizer.path, else the teacher workdir's tokenizer/, else the HF directory."""
     if config.tokenizer.get("path"):
         return config.tokenizer.path
-    saved = os.path.join(config.teacher, TOKENIZER_DIR)
-    return saved if is_workdir(config.teacher) else config.teacher
+    if is_workdir(config.teacher):
+        return fileio.local_dir(fileio.join(config.teacher, TOKENIZER_DIR))
+    return config.teacher
 
 
 def build_distill_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
     """The run's tokenizer: the one saved in `workdir`, else the teacher's (saved there)."""
-    saved = os.path.join(workdir, TOKENIZER_DIR)
-    if os.path.isdir(saved):
-        return load_tokenizer(saved)
+    if fileio.exists(fileio.join(workdir, TOKENIZER_DIR)):
+        return build_tokenizer(config, workdir)
     try:
-        tokenizer = load_tokenizer(teacher_tokenizer_path(config))
+        path = teacher_tokenizer_path(config)
+        load_tokenizer(path)
     except Exception as e:
         raise ValueError(
             f"cannot load the teacher's tokenizer ({e}); the student must use the teacher's "
             "vocabulary: set config.tokenizer.path to its vocab.txt or tokenizer.json"
         ) from e
-    if jax.process_index() == 0:
-        save_tokenizer(tokenizer, workdir, TOKENIZER_DIR)
-    return tokenizer
+    pinned = ml_collections.ConfigDict({"tokenizer": {"path": path}, "data": config.data})
+    return build_tokenizer(pinned, workdir)
 
 
 def load_teacher(config: ml_collections.ConfigDict) -> nnx.Module:
@@ -430,8 +426,8 @@ def stage_task(
 
 def _restored_position(workdir: str, plan: DistillPlan) -> int:
     """Steps done in `workdir` (0 for a new run); checks the plan it was started with."""
-    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = fileio.join(workdir, CHECKPOINT_DIR)
+    if not fileio.exists(ckpt_dir):
         return 0
     try:
         meta = read_metadata(ckpt_dir)
