@@ -1,23 +1,29 @@
 """Speed of our JAX models beside HF transformers' PyTorch models, in one run on one machine.
 
 For each model it measures, after warm-up, the median over repeated runs of:
-  * inference latency of the trunk at batch 1 (and optionally 32), length 128;
+  * inference latency of the trunk at batch 1 and 32, length 128;
   * pretraining step throughput (tokens/s): a full MLM + NSP step with AdamW, forward,
     backward and update. Ours computes MLM logits only at the masked positions (as BERT's
-    original code); HF's classes compute them at every position, which is what its users get.
-  * compile time of our jitted step.
-Ratios are printed ours/peer (a speed-up above 1 means we are faster). The markdown table,
+    original code); HF's classes compute them at every position, which is what its users get;
+  * compile time of our jitted step, peak memory (resident set of the measuring process) and
+    model-FLOPs utilisation against a peak this run measures itself (a large float32 matmul).
+Every measurement runs in its own subprocess, so frameworks and models do not share threads,
+caches or memory. Ratios are printed ours/peer (above 1: we are faster). The markdown table,
 with the command that made it, goes to stdout and optionally to a file.
 
-    python scripts/benchmark.py --models squeezebert,bert-base,mobilebert --output BENCHMARKS.md
+    python scripts/benchmark.py --models squeezebert,bert-base,mobilebert,ib-bert \
+        --inference-batches 1,32 --output BENCHMARKS.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +38,10 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from squeezemobile_jax.models import build_model, get_model_config  # noqa: E402
+from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
+from squeezemobile_jax.training.metric_writer import measured_peak_flops  # noqa: E402
 
-MODELS = {  # benchmark name -> (preset, HF pretraining class or None)
+MODELS = {  # benchmark name -> preset
     "squeezebert": "squeezebert-uncased",
     "bert-base": "bert-base-uncased",
     "mobilebert": "mobilebert-uncased",
@@ -221,8 +229,47 @@ def hf_train_step(config, batch: dict, repeats: int, warmup: int) -> float:
     return median_time(run, repeats, warmup)
 
 
+# ------------------------------------------------------------------------------- workers
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(args: argparse.Namespace) -> dict:
+    """One measurement in this process: {value, peak_mb[, compile_s]} as JSON on stdout."""
+    config = get_model_config(MODELS[args.model], scan_layers=True)
+    if args.measure == "peak":
+        return {"value": measured_peak_flops()}
+    b = args.batch
+    batch = synthetic_batch(config.vocab_size, b, args.length, args.predictions)
+    out: dict = {}
+    if args.measure == "inference":
+        fn = ours_inference if args.framework == "ours" else hf_inference
+        out["value"] = fn(config, batch, args.repeats, args.warmup)
+    elif args.framework == "ours":
+        out["value"], out["compile_s"] = ours_train_step(config, batch, args.repeats, args.warmup)
+        out["flops"] = training_flops_per_example(config, args.length, args.predictions) * b
+    else:
+        out["value"] = hf_train_step(config, batch, args.repeats, args.warmup)
+    out["peak_mb"] = peak_rss_mb()
+    return out
+
+
+def measure(args: argparse.Namespace, **worker: object) -> dict:
+    """Runs one worker subprocess and returns its JSON result."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker"]
+    for key in ("length", "predictions", "repeats", "warmup"):
+        cmd += [f"--{key}", str(getattr(args, key))]
+    for key, value in worker.items():
+        cmd += [f"--{key}", str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {worker} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------- main
-def markdown(rows: list[Row], command: str, args: argparse.Namespace) -> str:
+def markdown(rows: list[Row], command: str, args: argparse.Namespace, peak: float) -> str:
     import torch
 
     lines = [
@@ -230,58 +277,110 @@ def markdown(rows: list[Row], command: str, args: argparse.Namespace) -> str:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        peer = "-" if r.peer is None else f"{r.peer:,.3g} {r.unit}"
+        peer = "-" if r.peer is None else f"{r.peer:,.4g} {r.unit}"
         speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-        lines.append(f"| {r.model} | {r.metric} | {r.ours:,.3g} {r.unit} | {peer} | {speedup} |")
+        lines.append(f"| {r.model} | {r.metric} | {r.ours:,.4g} {r.unit} | {peer} | {speedup} |")
     header = (
         f"Command: `{command}`\n\n"
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"JAX {jax.__version__} on {jax.devices()[0].platform}, PyTorch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); batch {args.batch}, length {args.length}, "
-        f"{args.predictions} masked positions, float32, medians of {args.repeats} runs after "
-        f"{args.warmup} warm-up runs.\n\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+        f"{jax.devices()[0].platform}, PyTorch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads); measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s. Training: batch "
+        f"{args.batch}, length {args.length}, {args.predictions} masked positions, AdamW, "
+        f"dropout on; inference: the trunk at length {args.length}. float32, medians of "
+        f"{args.repeats} runs after {args.warmup} warm-up runs, each measurement in its own "
+        "process.\n\n"
     )
     return header + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="squeezebert,bert-base,mobilebert")
+    parser.add_argument("--models", default="squeezebert,bert-base,mobilebert,ib-bert")
     parser.add_argument("--batch", type=int, default=8, help="training batch size")
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--predictions", type=int, default=20, help="masked positions per row")
-    parser.add_argument("--inference-batches", default="1", help="comma list, e.g. 1,32")
+    parser.add_argument("--inference-batches", default="1,32", help="comma list, e.g. 1,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-peer", action="store_true", help="skip HF PyTorch")
     parser.add_argument("--output", help="also write the markdown table here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    peak = measure(args, model="bert-base", framework="ours", measure="peak", batch=1)["value"]
     rows: list[Row] = []
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        print(row, flush=True)
+
     for name in args.models.split(","):
         if name not in MODELS:
             parser.error(f"--models: unknown {name!r}; choose from {sorted(MODELS)}")
-        config = get_model_config(MODELS[name], scan_layers=True)
         peer = not args.no_peer and name != "ib-bert"  # HF cannot build the IB-BERT teacher
         for b in (int(x) for x in args.inference_batches.split(",")):
-            batch = synthetic_batch(config.vocab_size, b, args.length, args.predictions)
-            ours = ours_inference(config, batch, args.repeats, args.warmup)
-            theirs = hf_inference(config, batch, args.repeats, args.warmup) if peer else None
+            kw = dict(model=name, measure="inference", batch=b)
+            ours = measure(args, framework="ours", **kw)["value"]
+            theirs = measure(args, framework="hf", **kw)["value"] if peer else None
             ms = None if theirs is None else 1e3 * theirs
-            rows.append(Row(name, f"inference latency b={b}", 1e3 * ours, ms, "ms", False))
-            print(rows[-1], flush=True)
-        batch = synthetic_batch(config.vocab_size, args.batch, args.length, args.predictions)
+            add(Row(name, f"inference latency b={b}", 1e3 * ours, ms, "ms", False))
         tokens = args.batch * args.length
-        step_s, compile_s = ours_train_step(config, batch, args.repeats, args.warmup)
-        peer_s = hf_train_step(config, batch, args.repeats, args.warmup) if peer else None
-        peer_tps = None if peer_s is None else tokens / peer_s
-        rows.append(Row(name, "train step throughput", tokens / step_s, peer_tps, "tok/s", True))
-        print(rows[-1], flush=True)
-        rows.append(Row(name, "train step compile time", compile_s, None, "s", False))
-        print(rows[-1], flush=True)
+        kw = dict(model=name, measure="train", batch=args.batch)
+        ours = measure(args, framework="ours", **kw)
+        theirs = measure(args, framework="hf", **kw) if peer else None
+        add(
+            Row(
+                name,
+                "train step throughput",
+                tokens / ours["value"],
+                None if theirs is None else tokens / theirs["value"],
+                "tok/s",
+                True,
+            )
+        )
+        add(
+            Row(name, "train step MFU", 100 * ours["flops"] / ours["value"] / peak, None, "%", True)
+        )
+        add(
+            Row(
+                name,
+                "train step peak memory",
+                ours["peak_mb"],
+                None if theirs is None else theirs["peak_mb"],
+                "MB",
+                False,
+            )
+        )
+        add(Row(name, "train step compile time", ours["compile_s"], None, "s", False))
 
-    table = markdown(rows, command, args)
+    by_name = {(r.model, r.metric): r for r in rows}
+    for b in args.inference_batches.split(","):
+        squeeze = by_name.get(("squeezebert", f"inference latency b={b}"))
+        base = by_name.get(("bert-base", f"inference latency b={b}"))
+        if squeeze and base:
+            add(
+                Row(
+                    "squeezebert vs our bert-base",
+                    f"inference latency b={b}",
+                    squeeze.ours,
+                    None,
+                    "ms",
+                    False,
+                )
+            )
+            rows[-1].peer = base.ours
+    table = markdown(rows, command, args, peak)
+    table += (
+        "\nThe `squeezebert vs our bert-base` rows compare two of our models (the peer column is"
+        " our BERT-base: SqueezeBERT with all groups 1).\n"
+    )
     print(table)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
