@@ -14,7 +14,9 @@ Stages, phases and learning-rate scales are described in `distill_schedule`, the
   stage 2  alpha * MLM + (1 - alpha) * KD on the masked positions (one cross-entropy with
            the mixed target) + NSP on the student; everything trainable; `config.optimizer`
            (LAMB, warmup + linear decay over stage 2). The auxiliary strategy adds the
-           transfer losses of every layer here.
+           transfer losses of every layer here. The temperature divides the teacher's
+           logits (the original multiplies the teacher's last hidden states before its MLM
+           head instead; both are the identity at its value of 1).
 
 One loop call per stage, over one global step counter; `train.num_steps` is derived (leave
 it unset). At the stage boundary the optimizer is rebuilt: its moments restart from zero
@@ -434,7 +436,12 @@ def _restored_position(workdir: str, plan: DistillPlan) -> int:
     except FileNotFoundError:
         return 0
     saved = meta.get("task", {}).get("plan")
-    if saved is not None and saved != plan.to_dict():
+    if saved is None:
+        raise ValueError(
+            f"{workdir} holds checkpoints that are not a distillation run's (no plan in their "
+            "metadata); distill into a new workdir"
+        )
+    if saved != plan.to_dict():
         raise ValueError(
             f"{workdir} holds a distillation run with plan {saved}, but this config gives "
             f"{plan.to_dict()}; resume with the same distill settings or use a new workdir"
