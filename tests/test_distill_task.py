@@ -195,6 +195,21 @@ def test_teacher_from_an_hf_directory_in_bfloat16(teacher_dir, tmp_path):
         model, batch, None, step=np.int32(4)
     )
     assert np.isfinite(float(loss)) and float(metrics["phase"]) == 2.0
+    # Auxiliary KT: stage 2's loss adds every layer's transfer terms to PD + NSP.
+    batch.update(
+        masked_lm_positions=np.array([[1, 2, 3], [4, 5, 0]], np.int32),
+        masked_lm_ids=ids[:, 1:4],
+        masked_lm_weights=np.array([[1, 1, 1], [1, 1, 0]], np.float32),
+        next_sentence_labels=np.array([0, 1], np.int32),
+    )
+    aux = distill.DistillPlan("auxiliary", LAYERS, 0, 5)
+    stage2 = dict(config.distill.stage2)
+    loss, metrics = distill.make_stage2_loss(aux, dict(config.distill.factors), stage2)(
+        model, batch, jax.random.key(0), step=np.int32(0)
+    )
+    parts = sum(float(metrics[k]) for k in ("pd_mlm_loss", "nsp_loss", "kt_loss"))
+    np.testing.assert_allclose(float(loss), parts, rtol=1e-6)
+    assert float(metrics["kt_loss"]) > 0 and "fmt/layer_03" in metrics
 
     config.teacher = ""
     with pytest.raises(ValueError, match="config.teacher"):
