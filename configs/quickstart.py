@@ -32,11 +32,11 @@ def get_config():
     c.data.global_batch_size = 64
     c.data.eval_documents = 24
     c.data.eval_batch_size = 64
-    c.train.num_steps = 1000
+    c.train.num_steps = 500
     c.train.log_every = 50
-    c.train.eval_every = 250
+    c.train.eval_every = 125
     c.train.eval_at_start = True
-    c.checkpoint.every_steps = 250
+    c.checkpoint.every_steps = 125
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 2e-3
     c.optimizer.schedule.warmup_steps = 80
