@@ -186,3 +186,12 @@ def test_every_config_builds_its_model(name):
     if config.task == "pretrain":
         plan = pretrain.phase_plan(config)
         assert plan[-1]["end"] == config.train.num_steps
+
+
+def test_relative_workdir(tmp_path, monkeypatch):
+    """Checkpoints work from a relative workdir (orbax itself needs absolute paths)."""
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tmp_path, num_steps=3, eval_every=0)
+    result = pretrain.run(config, "relative/run")
+    assert result.step == 3
+    assert (tmp_path / "relative" / "run" / "checkpoints" / "3").is_dir()

@@ -33,6 +33,12 @@ PyTree = Any
 log = logging.getLogger(__name__)
 
 
+def _checkpoint_path(directory: str | os.PathLike) -> epath.Path:
+    """An absolute path (orbax rejects relative ones); object-store paths pass unchanged."""
+    path = os.fspath(directory)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def _all_finite(tree: PyTree) -> bool:
     """True if every floating-point leaf of `tree` is finite (one jitted reduction)."""
     leaves = [x for x in jax.tree.leaves(tree) if jax.dtypes.issubdtype(x.dtype, np.inexact)]
@@ -48,7 +54,7 @@ class Checkpointer:
     def __init__(
         self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, async_save: bool = True
     ) -> None:
-        self.directory = epath.Path(directory)
+        self.directory = _checkpoint_path(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -164,7 +170,7 @@ def _abstract(x: Any) -> Any:
 
 def read_metadata(directory: str | os.PathLike, step: int | None = None) -> dict:
     """The JSON metadata of checkpoint `step` (default: the newest) in `directory`."""
-    with ocp.CheckpointManager(epath.Path(directory)) as manager:
+    with ocp.CheckpointManager(_checkpoint_path(directory)) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}")
@@ -178,7 +184,7 @@ def save_params(
     """Writes a params-only checkpoint (no optimizer state) that `restore_params` reads: a
     model to initialise other runs from, not a run to resume."""
     with ocp.CheckpointManager(
-        epath.Path(directory), options=ocp.CheckpointManagerOptions(create=True)
+        _checkpoint_path(directory), options=ocp.CheckpointManagerOptions(create=True)
     ) as manager:
         manager.save(
             int(step),
@@ -197,7 +203,7 @@ def restore_params(directory: str | os.PathLike, target: PyTree, step: int | Non
     `target`: the params tree (arrays or ShapeDtypeStructs with shardings) to restore into,
     e.g. ``nnx.state(model, nnx.Param)``.
     """
-    with ocp.CheckpointManager(epath.Path(directory)) as manager:
+    with ocp.CheckpointManager(_checkpoint_path(directory)) as manager:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {directory}")
