@@ -14,6 +14,7 @@ import logging
 import os
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -106,16 +107,23 @@ def is_hf_directory(path: str) -> bool:
 
 
 # ------------------------------------------------------------------------ initialisation
-def copy_matching_params(source: nnx.Module, target: nnx.Module) -> dict[str, list[str]]:
+def copy_matching_params(
+    source: nnx.Module,
+    target: nnx.Module,
+    *,
+    keep: Callable[[tuple[Any, ...]], bool] | None = None,
+) -> dict[str, list[str]]:
     """Copies every parameter present in both models with the same path and shape.
 
-    Returns {"copied": [...], "fresh": [...], "skipped_shape": [...]} (paths of `target`).
+    `keep(path)` marks target parameters to leave as they are. Returns {"copied": [...],
+    "fresh": [...], "skipped_shape": [...]} ('/'-joined paths of `target`; kept and absent
+    parameters are "fresh").
     """
-    src = {k: v for k, v in nnx.to_flat_state(nnx.state(source, nnx.Param))}
+    src = dict(nnx.to_flat_state(nnx.state(source, nnx.Param)))
     report: dict[str, list[str]] = {"copied": [], "fresh": [], "skipped_shape": []}
     for path, var in nnx.to_flat_state(nnx.state(target, nnx.Param)):
         name = "/".join(str(p) for p in path)
-        if path not in src:
+        if path not in src or (keep is not None and keep(path)):
             report["fresh"].append(name)
         elif src[path].shape != var.shape:
             report["skipped_shape"].append(name)

@@ -23,6 +23,7 @@ import logging
 from flax import nnx
 
 from squeezemobile_jax.models import EncoderConfig, PreTrainingModel
+from squeezemobile_jax.tasks.common import copy_matching_params
 
 log = logging.getLogger(__name__)
 
@@ -67,30 +68,23 @@ def init_student_from_teacher(
 ) -> dict[str, list[str]]:
     """Copies the teacher's non-block parameters into `student` (see the module docstring).
 
-    Returns {"copied", "kept", "skipped_shape"}: '/'-joined student parameter paths.
+    Returns {"copied", "fresh", "skipped_shape"}: '/'-joined student parameter paths.
     """
-    source = dict(nnx.to_flat_state(nnx.state(teacher, nnx.Param)))
     same_norm = _norm_type(teacher.config) == _norm_type(student.config)
-    report: dict[str, list[str]] = {"copied": [], "kept": [], "skipped_shape": []}
-    for path, var in nnx.to_flat_state(nnx.state(student, nnx.Param)):
-        name = "/".join(map(str, path))
-        in_blocks = tuple(path[:2]) == BLOCKS
+
+    def keep(path: tuple) -> bool:
         norm_skipped = tuple(path[:3]) == EMBEDDING_NORM and not (
             same_norm or copy_mismatched_embedding_norm
         )
-        if in_blocks or norm_skipped or path not in source:
-            report["kept"].append(name)
-        elif source[path].shape != var.shape:
-            report["skipped_shape"].append(name)
-        else:
-            var[...] = source[path][...]
-            report["copied"].append(name)
+        return tuple(path[:2]) == BLOCKS or norm_skipped
+
+    report = copy_matching_params(teacher, student, keep=keep)
     log.info(
         "Student initialised from the teacher: %d parameters copied; kept: %d (blocks and %s); "
         "shape differs: %s",
         len(report["copied"]),
-        len(report["kept"]),
-        [k for k in report["kept"] if not k.startswith("backbone/layers/")] or "nothing else",
+        len(report["fresh"]),
+        [k for k in report["fresh"] if not k.startswith("backbone/layers/")] or "nothing else",
         report["skipped_shape"] or "none",
     )
     return report
