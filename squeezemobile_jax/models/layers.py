@@ -93,7 +93,9 @@ class GroupedDense(nnx.Module):
     """A grouped 1x1 convolution as one einsum: contiguous channel blocks, one per group.
 
     kernel: [groups, in/groups, out/groups]; bias: [out]. Input [..., in] -> output [..., out].
-    Output block g sees only input block g, like `Conv1d(groups=g, kernel_size=1)`.
+    Output block g sees only input block g, like `Conv1d(groups=g, kernel_size=1)`. The einsum
+    runs group-major ([G, N, in/G] x [G, in/G, out/G]), a batched matmul that XLA runs about
+    twice as fast on CPU (forward + backward) as contracting with the group axis in the middle.
     """
 
     def __init__(
@@ -112,9 +114,15 @@ class GroupedDense(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         g, cin, cout = self.kernel.shape
-        xg = x.reshape(*x.shape[:-1], g, cin)
-        y = jnp.einsum("...gi,gio->...go", xg, self.kernel[...].astype(x.dtype))
-        return y.reshape(*x.shape[:-1], g * cout) + self.bias[...].astype(x.dtype)
+        kernel = self.kernel[...].astype(x.dtype)
+        lead = x.shape[:-1]
+        if g == 1:
+            y = jnp.dot(x, kernel[0])
+        else:
+            xg = x.reshape(-1, g, cin).transpose(1, 0, 2)  # [G, N, in/G]
+            y = jnp.einsum("gni,gio->gno", xg, kernel)  # [G, N, out/G]
+            y = y.transpose(1, 0, 2).reshape(*lead, g * cout)
+        return y + self.bias[...].astype(x.dtype)
 
 
 class LayerNorm(nnx.Module):
