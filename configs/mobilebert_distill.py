@@ -12,42 +12,8 @@ The paper's comparison: `--config.distill.strategy=joint` (joint KT, 240k steps)
 `--config.distill.stage1.freeze_earlier_layers=True` freezes finished layers entirely.
 """
 
-from squeezemobile_jax.tasks.common import model_section
-from squeezemobile_jax.tasks.distill import default_config
-from squeezemobile_jax.tasks.pretrain import corpus_section
+from squeezemobile_jax.tasks.distill import mobilebert_recipe
 
 
 def get_config():
-    c = default_config()
-    c.model = model_section("mobilebert-uncased", compute_dtype="bfloat16", scan_layers=True)
-    c.distill.teacher_compute_dtype = "bfloat16"
-    c.distill.strategy = "progressive"
-    c.distill.stage1.steps_per_layer = 10_000
-    c.distill.stage1.joint_steps = 240_000
-    c.distill.stage1.learning_rate = 1.5e-3
-    c.distill.stage2.num_steps = 500_000
-    c.distill.stage2.alpha = 0.5
-    c.distill.stage2.temperature = 1.0
-    c.data.corpus = corpus_section(
-        kind="hf",
-        name="wikimedia/wikipedia",
-        config="20231101.en",
-        sentence_split="punctuation",
-    )
-    c.data.task = "nsp"
-    c.data.max_seq_length = 512
-    c.data.max_predictions_per_seq = 20
-    c.data.global_batch_size = 2048
-    c.data.eval_documents = 2000
-    c.data.eval_batch_size = 512
-    c.data.num_proc = 16
-    c.train.log_every = 100
-    c.train.eval_every = 10_000
-    c.checkpoint.every_steps = 2000
-    c.mesh.fsdp = True
-    c.optimizer.name = "lamb"
-    c.optimizer.learning_rate = 1.5e-3  # stage 2; stage 1 uses distill.stage1.learning_rate
-    c.optimizer.schedule.warmup_steps = 10_000
-    c.optimizer.schedule.end_ratio = 1e-4
-    c.optimizer.stacked_params = (("/layers/", 1),)
-    return c
+    return mobilebert_recipe("mobilebert-uncased")

@@ -10,33 +10,12 @@ sharded FSDP-style (294M parameters plus LAMB moments).
 """
 
 from squeezemobile_jax.tasks.common import model_section
-from squeezemobile_jax.tasks.pretrain import corpus_section, default_config
+from squeezemobile_jax.tasks.pretrain import default_config, use_mobilebert_recipe
 
 
 def get_config():
     c = default_config()
     c.model = model_section("ib-bert-large", compute_dtype="bfloat16", scan_layers=True)
-    c.data.corpus = corpus_section(
-        kind="hf",
-        name="wikimedia/wikipedia",
-        config="20231101.en",
-        sentence_split="punctuation",
-    )
-    c.data.task = "nsp"
-    c.data.max_seq_length = 512
-    c.data.max_predictions_per_seq = 20
-    c.data.global_batch_size = 4096
-    c.data.eval_documents = 2000
-    c.data.eval_batch_size = 512
-    c.data.num_proc = 16
+    use_mobilebert_recipe(c, global_batch_size=4096)
     c.train.num_steps = 500_000
-    c.train.log_every = 100
-    c.train.eval_every = 10_000
-    c.checkpoint.every_steps = 2000
-    c.mesh.fsdp = True
-    c.optimizer.name = "lamb"
-    c.optimizer.learning_rate = 1.5e-3
-    c.optimizer.schedule.warmup_steps = 10_000
-    c.optimizer.schedule.end_ratio = 1e-4
-    c.optimizer.stacked_params = (("/layers/", 1),)
     return c

@@ -90,6 +90,7 @@ from squeezemobile_jax.tasks.pretrain import (
     masked_lm_terms,
     next_sentence_terms,
     pretraining_metrics,
+    use_mobilebert_recipe,
 )
 from squeezemobile_jax.tasks.pretrain import default_config as pretrain_defaults
 from squeezemobile_jax.training import (
@@ -146,6 +147,25 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.schedule.warmup_steps = 10_000
     c.optimizer.schedule.end_ratio = 1e-4
     c.optimizer.stacked_params = (("/layers/", 1),)
+    return c
+
+
+def mobilebert_recipe(student_preset: str) -> ml_collections.ConfigDict:
+    """The paper's distillation of `student_preset` from IB-BERT_LARGE: progressive transfer
+    in phases of 10k steps per layer (240k for joint), 500k steps of pretraining distillation
+    (alpha 0.5, temperature 1), MobileBERT's data and LAMB settings at global batch 2048, the
+    teacher in bfloat16."""
+    c = default_config()
+    c.model = model_section(student_preset, compute_dtype="bfloat16", scan_layers=True)
+    c.distill.teacher_compute_dtype = "bfloat16"
+    c.distill.strategy = "progressive"
+    c.distill.stage1.steps_per_layer = 10_000
+    c.distill.stage1.joint_steps = 240_000
+    c.distill.stage1.learning_rate = 1.5e-3
+    c.distill.stage2.num_steps = 500_000
+    c.distill.stage2.alpha = 0.5
+    c.distill.stage2.temperature = 1.0
+    use_mobilebert_recipe(c, global_batch_size=2048)  # optimizer = stage 2's
     return c
 
 

@@ -217,6 +217,34 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def use_mobilebert_recipe(c: ml_collections.ConfigDict, global_batch_size: int) -> None:
+    """Sets MobileBERT's pretraining data and LAMB settings on config `c` in place.
+
+    English Wikipedia, NSP, sequences of 512 with 20 masked positions, 2000 held-out documents,
+    FSDP, LAMB 1.5e-3 with 10k warmup decaying to 1e-4 of the peak. The teacher config and the
+    distillation configs share it, so the distilled student holds out the teacher's documents.
+    """
+    c.data.corpus = corpus_section(
+        kind="hf", name="wikimedia/wikipedia", config="20231101.en", sentence_split="punctuation"
+    )
+    c.data.task = "nsp"
+    c.data.max_seq_length = 512
+    c.data.max_predictions_per_seq = 20
+    c.data.global_batch_size = global_batch_size
+    c.data.eval_documents = 2000
+    c.data.eval_batch_size = 512
+    c.data.num_proc = 16
+    c.train.log_every = 100
+    c.train.eval_every = 10_000
+    c.checkpoint.every_steps = 2000
+    c.mesh.fsdp = True
+    c.optimizer.name = "lamb"
+    c.optimizer.learning_rate = 1.5e-3
+    c.optimizer.schedule.warmup_steps = 10_000
+    c.optimizer.schedule.end_ratio = 1e-4
+    c.optimizer.stacked_params = (("/layers/", 1),)
+
+
 def build_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
     """The run's tokenizer: the one saved in the workdir, else the configured or trained one."""
     saved = fileio.join(workdir, TOKENIZER_DIR)
