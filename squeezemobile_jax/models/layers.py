@@ -113,16 +113,69 @@ class GroupedDense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,)))
 
     def __call__(self, x: Array) -> Array:
-        g, cin, cout = self.kernel.shape
-        kernel = self.kernel[...].astype(x.dtype)
-        lead = x.shape[:-1]
-        if g == 1:
-            y = jnp.dot(x, kernel[0])
-        else:
-            xg = x.reshape(-1, g, cin).transpose(1, 0, 2)  # [G, N, in/G]
-            y = jnp.einsum("gni,gio->gno", xg, kernel)  # [G, N, out/G]
-            y = y.transpose(1, 0, 2).reshape(*lead, g * cout)
-        return y + self.bias[...].astype(x.dtype)
+        return project_together(x, self)[0]
+
+
+def project_together(x: Array, *layers: Dense | GroupedDense) -> list[Array]:
+    """Applies several projections that read the same `x`; one output per layer, in order.
+
+    Compatible layers (all `Dense`, or `GroupedDense` with one group count) run as one matmul
+    over their kernels concatenated along the output axis (a small copy per call): Q, K and V
+    then cost one wide matmul instead of three narrow ones, markedly faster on CPUs at small
+    batch. x: [..., in] -> [..., out_i] per layer.
+    """
+    sets: dict[object, list[int]] = {}
+    for index, layer in enumerate(layers):
+        sets.setdefault(layer.groups if isinstance(layer, GroupedDense) else "dense", []).append(
+            index
+        )
+    outputs: list[Array] = [x] * len(layers)
+    for kind, indices in sets.items():
+        members = [layers[i] for i in indices]
+        fused = _dense_together(x, members) if kind == "dense" else _grouped_together(x, members)
+        for i, y in zip(indices, fused, strict=True):
+            outputs[i] = y
+    return outputs
+
+
+def _dense_together(x: Array, layers: list[Dense]) -> list[Array]:
+    kernels = [layer.kernel[...] for layer in layers]
+    sizes = [k.shape[-1] for k in kernels]
+    y = jnp.dot(x, _concat_last(kernels).astype(x.dtype))
+    biases = [
+        jnp.zeros(n) if layer.bias is None else layer.bias[...]
+        for layer, n in zip(layers, sizes, strict=True)
+    ]
+    return _split_last(y + _concat_last(biases).astype(x.dtype), sizes)
+
+
+def _grouped_together(x: Array, layers: list[GroupedDense]) -> list[Array]:
+    kernels = [layer.kernel[...] for layer in layers]
+    sizes = [k.shape[-1] for k in kernels]
+    g, cin, _ = kernels[0].shape
+    kernel = _concat_last(kernels).astype(x.dtype)  # [G, in/G, sum(out_i)/G]
+    lead = x.shape[:-1]
+    if g == 1:
+        ys = _split_last(jnp.dot(x, kernel[0]), sizes)
+    else:
+        xg = x.reshape(-1, g, cin).transpose(1, 0, 2)  # [G, N, in/G]
+        y = jnp.einsum("gni,gio->gno", xg, kernel)  # [G, N, sum(out_i)/G]
+        ys = [
+            part.transpose(1, 0, 2).reshape(*lead, g * part.shape[-1])
+            for part in _split_last(y, sizes)
+        ]
+    return [y + layer.bias[...].astype(x.dtype) for y, layer in zip(ys, layers, strict=True)]
+
+
+def _concat_last(arrays: list[Array]) -> Array:
+    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=-1)
+
+
+def _split_last(y: Array, sizes: list[int]) -> list[Array]:
+    if len(sizes) == 1:
+        return [y]
+    bounds = [sum(sizes[:k]) for k in range(1, len(sizes))]
+    return jnp.split(y, bounds, axis=-1)
 
 
 class LayerNorm(nnx.Module):

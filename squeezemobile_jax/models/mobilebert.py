@@ -31,6 +31,7 @@ from squeezemobile_jax.models.layers import (
     activation,
     attention,
     dropout,
+    project_together,
     split_heads,
     stack_layers,
 )
@@ -116,21 +117,28 @@ class MobileBertLayer(nnx.Module):
         need_weights: bool,
     ) -> LayerOutput:
         keys = KeySplitter(dropout_rng)
-        if self.use_bottleneck:
+        shared_bottleneck = self.key_query_shared_bottleneck and not self.use_bottleneck_attention
+        if self.use_bottleneck and shared_bottleneck:
+            layer_input, qk_input = project_together(
+                x, self.bottleneck_input, self.bottleneck_attention
+            )
+            layer_input = self.bottleneck_input_norm(layer_input)
+            qk_input = self.bottleneck_attention_norm(qk_input)
+            v_input = x
+        elif self.use_bottleneck:
             layer_input = self.bottleneck_input_norm(self.bottleneck_input(x))
-            if self.use_bottleneck_attention:
-                qk_input = v_input = layer_input
-            elif self.key_query_shared_bottleneck:
-                qk_input = self.bottleneck_attention_norm(self.bottleneck_attention(x))
-                v_input = x
-            else:
-                qk_input = v_input = x
+            qk_input = v_input = layer_input if self.use_bottleneck_attention else x
         else:
             layer_input = qk_input = v_input = x
+        if v_input is qk_input:
+            q, k, v = project_together(qk_input, self.query, self.key, self.value)
+        else:
+            q, k = project_together(qk_input, self.query, self.key)
+            v = self.value(v_input)
         context, probs, scores = attention(
-            split_heads(self.query(qk_input), self.num_heads),
-            split_heads(self.key(qk_input), self.num_heads),
-            split_heads(self.value(v_input), self.num_heads),
+            split_heads(q, self.num_heads),
+            split_heads(k, self.num_heads),
+            split_heads(v, self.num_heads),
             attention_mask,
             dropout_rate=self.attention_dropout,
             dropout_rng=keys(),

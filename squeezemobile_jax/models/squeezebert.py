@@ -20,6 +20,7 @@ from squeezemobile_jax.models.layers import (
     activation,
     attention,
     dropout,
+    project_together,
     split_heads,
     stack_layers,
 )
@@ -58,10 +59,11 @@ class SqueezeBertLayer(nnx.Module):
     ) -> LayerOutput:
         """x: [B, T, H]; attention_mask: [B, T] or None."""
         keys = KeySplitter(dropout_rng)
+        q, k, v = project_together(x, self.query, self.key, self.value)
         context, probs, scores = attention(
-            split_heads(self.query(x), self.num_heads),
-            split_heads(self.key(x), self.num_heads),
-            split_heads(self.value(x), self.num_heads),
+            split_heads(q, self.num_heads),
+            split_heads(k, self.num_heads),
+            split_heads(v, self.num_heads),
             attention_mask,
             dropout_rate=self.attention_dropout,
             dropout_rng=keys(),
