@@ -8,14 +8,18 @@ Running again on the same workdir resumes from its newest checkpoint.
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-from collections.abc import Callable
-from typing import Any
+from squeezemobile_jax.host_memory import configure_host_malloc
 
-from absl import app, flags
-from ml_collections import config_flags
+configure_host_malloc()  # before JAX starts its CPU worker threads
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, exports).")

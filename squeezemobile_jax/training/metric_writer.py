@@ -43,9 +43,10 @@ def peak_flops_per_device(device_kind: str | None = None) -> float | None:
     return None
 
 
-def measured_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of one device on a large float32 matmul (best of `repeats`): the peak MFU is
-    measured against on devices without a known figure (CPUs)."""
+def measured_peak_flops(size: int = 2048, repeats: int = 20) -> float:
+    """FLOP/s of one device on a large float32 matmul (best of `repeats`, enough to ride out
+    a busy neighbour on a shared host): the peak MFU is measured against on devices without a
+    known figure (CPUs)."""
     import time
 
     import jax.numpy as jnp
