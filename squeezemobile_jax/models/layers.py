@@ -44,13 +44,22 @@ def truncated_normal(stddev: float) -> nnx.Initializer:
 
 
 def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Array:
-    """Inverted dropout; identity when `deterministic` or `rate == 0`."""
+    """Inverted dropout; identity when `deterministic` or `rate == 0`.
+
+    Each element draws 16 random bits, two per 32-bit threefry output (half the hashing of
+    one draw per element); `rate` is rounded to a multiple of 2**-16 (0.1 -> 0.100006) and
+    kept elements are scaled by 1 / (realised keep probability), so E[output] = x exactly.
+    """
     if deterministic or rate == 0.0:
         return x
     if rng is None:
         raise ValueError("dropout needs a PRNG key when deterministic=False")
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+    drop_below = round(rate * 65536)
+    *lead, n = x.shape
+    words = jax.random.bits(rng, (*lead, (n + 1) // 2), jnp.uint32)
+    bits = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :n]
+    keep = bits >= drop_below
+    return jnp.where(keep, x * (65536 / (65536 - drop_below)), 0.0).astype(x.dtype)
 
 
 class KeySplitter:
@@ -165,6 +174,30 @@ def _grouped_together(x: Array, layers: list[GroupedDense]) -> list[Array]:
             for part in _split_last(y, sizes)
         ]
     return [y + layer.bias[...].astype(x.dtype) for y, layer in zip(ys, layers, strict=True)]
+
+
+def grouped_feed_forward(
+    x: Array, intermediate: GroupedDense, output: GroupedDense, act: Callable[[Array], Array]
+) -> Array:
+    """output(act(intermediate(x))); x: [..., in] -> [..., out].
+
+    With one group count g > 1 for both layers, output group k reads exactly intermediate group
+    k's channels, so the wide [..., intermediate] activations stay group-major ([G, N, I/G])
+    between the two matmuls instead of being transposed to token-major and back.
+    """
+    g = intermediate.groups
+    if g == 1 or output.groups != g:
+        return output(act(intermediate(x)))
+    lead, cin = x.shape[:-1], x.shape[-1] // g
+    xg = x.reshape(-1, g, cin).transpose(1, 0, 2)  # [G, N, in/G]
+
+    def grouped(layer: GroupedDense, h: Array) -> Array:  # [G, N, a] -> [G, N, b]
+        kernel = layer.kernel[...].astype(h.dtype)
+        bias = layer.bias[...].astype(h.dtype).reshape(g, 1, -1)
+        return jnp.einsum("gni,gio->gno", h, kernel) + bias
+
+    y = grouped(output, act(grouped(intermediate, xg)))  # [G, N, out/G]
+    return y.transpose(1, 0, 2).reshape(*lead, -1)
 
 
 def _concat_last(arrays: list[Array]) -> Array:

@@ -117,19 +117,18 @@ class MobileBertLayer(nnx.Module):
         need_weights: bool,
     ) -> LayerOutput:
         keys = KeySplitter(dropout_rng)
-        shared_bottleneck = self.key_query_shared_bottleneck and not self.use_bottleneck_attention
-        if self.use_bottleneck and shared_bottleneck:
+        if not self.use_bottleneck:
+            layer_input = qk_input = v_input = x
+        elif self.key_query_shared_bottleneck and not self.use_bottleneck_attention:
             layer_input, qk_input = project_together(
                 x, self.bottleneck_input, self.bottleneck_attention
             )
             layer_input = self.bottleneck_input_norm(layer_input)
             qk_input = self.bottleneck_attention_norm(qk_input)
             v_input = x
-        elif self.use_bottleneck:
+        else:
             layer_input = self.bottleneck_input_norm(self.bottleneck_input(x))
             qk_input = v_input = layer_input if self.use_bottleneck_attention else x
-        else:
-            layer_input = qk_input = v_input = x
         if v_input is qk_input:
             q, k, v = project_together(qk_input, self.query, self.key, self.value)
         else:

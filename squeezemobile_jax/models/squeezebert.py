@@ -20,6 +20,7 @@ from squeezemobile_jax.models.layers import (
     activation,
     attention,
     dropout,
+    grouped_feed_forward,
     project_together,
     split_heads,
     stack_layers,
@@ -74,8 +75,8 @@ class SqueezeBertLayer(nnx.Module):
         post = self.post_attention_norm(
             dropout(post, self.hidden_dropout, keys(), deterministic) + x
         )
-        inter = activation(self.act)(self.intermediate(post))
-        out = dropout(self.output(inter), self.hidden_dropout, keys(), deterministic)
+        out = grouped_feed_forward(post, self.intermediate, self.output, activation(self.act))
+        out = dropout(out, self.hidden_dropout, keys(), deterministic)
         return LayerOutput(self.output_norm(out + post), probs, scores)
 
 
