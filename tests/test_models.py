@@ -18,6 +18,7 @@ from squeezemobile_jax.models import (
     config_from_dict,
     get_model_config,
 )
+from squeezemobile_jax.models.layers import dropout
 
 
 def param_count(module) -> int:
@@ -228,3 +229,19 @@ def test_ib_bert_teacher_matches_float64_numpy():
     ours = layer0(jnp.asarray(x), jnp.asarray(mask), None, deterministic=True, need_weights=False)
     ref = np_teacher_block(x.astype(np.float64), mask.astype(np.float64), layer0, 4)
     assert np.max(np.abs(np.asarray(ours.hidden, np.float64) - ref)) <= 1e-5
+
+
+@pytest.mark.parametrize("rate, shape", [(0.1, (64, 12, 128, 128)), (0.3, (4000, 7))])
+def test_dropout_rate_and_scale(rate, shape):
+    """Dropped fraction within 5 binomial standard deviations of `rate`; kept values scaled so
+    the mean is preserved; distinct keys give distinct masks."""
+    x = jnp.ones(shape)
+    y = np.asarray(dropout(x, rate, jax.random.key(0), deterministic=False))
+    n = y.size
+    dropped = (y == 0).mean()
+    assert abs(dropped - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
+    np.testing.assert_allclose(y[y != 0], 1 / (1 - round(rate * 65536) / 65536), rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 5 * math.sqrt(rate / (1 - rate) / n)
+    other = np.asarray(dropout(x, rate, jax.random.key(1), deterministic=False))
+    assert ((other == 0) != (y == 0)).mean() > rate
+    assert dropout(x, rate, None, deterministic=True) is x
