@@ -18,7 +18,7 @@ from squeezemobile_jax.models import (
     config_from_dict,
     get_model_config,
 )
-from squeezemobile_jax.models.layers import dropout
+from squeezemobile_jax.models.layers import dropout, random_bits
 
 
 def param_count(module) -> int:
@@ -233,15 +233,35 @@ def test_ib_bert_teacher_matches_float64_numpy():
 
 @pytest.mark.parametrize("rate, shape", [(0.1, (64, 12, 128, 128)), (0.3, (4000, 7))])
 def test_dropout_rate_and_scale(rate, shape):
-    """Dropped fraction within 5 binomial standard deviations of `rate`; kept values scaled so
-    the mean is preserved; distinct keys give distinct masks."""
+    """Dropped fraction within 5 binomial standard deviations of `rate`; kept values scaled by
+    1 / (1 - rate) so the mean is preserved; masks under two keys, and of neighbouring elements
+    along the first and the last axis, are independent (joint drop rate = rate**2)."""
     x = jnp.ones(shape)
     y = np.asarray(dropout(x, rate, jax.random.key(0), deterministic=False))
     n = y.size
-    dropped = (y == 0).mean()
-    assert abs(dropped - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
-    np.testing.assert_allclose(y[y != 0], 1 / (1 - round(rate * 65536) / 65536), rtol=1e-6)
+    dropped = y == 0
+    assert abs(dropped.mean() - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
+    np.testing.assert_allclose(y[~dropped], 1 / (1 - rate), rtol=1e-6)
     assert abs(y.mean() - 1.0) < 5 * math.sqrt(rate / (1 - rate) / n)
-    other = np.asarray(dropout(x, rate, jax.random.key(1), deterministic=False))
-    assert ((other == 0) != (y == 0)).mean() > rate
+
+    def assert_independent(a: np.ndarray, b: np.ndarray) -> None:
+        both = rate * rate
+        assert abs((a & b).mean() - both) < 5 * math.sqrt(both * (1 - both) / a.size)
+
+    assert_independent(dropped, np.asarray(dropout(x, rate, jax.random.key(1), False)) == 0)
+    assert_independent(dropped[..., 1:], dropped[..., :-1])
+    assert_independent(dropped[1:], dropped[:-1])
     assert dropout(x, rate, None, deterministic=True) is x
+
+
+def test_random_bits_are_uniform():
+    """Every bit of `random_bits` is 1 half the time, and the top and bottom bytes fill 256
+    buckets evenly (chi-square below its mean + 5 standard deviations)."""
+    bits = np.asarray(random_bits(jax.random.key(3), (512, 1000)))
+    n = bits.size
+    for k in range(32):
+        assert abs(((bits >> k) & 1).mean() - 0.5) < 5 * math.sqrt(0.25 / n)
+    for byte in (bits >> 24, bits & 0xFF):
+        counts = np.bincount(byte.ravel(), minlength=256)
+        chi2 = ((counts - n / 256) ** 2 / (n / 256)).sum()
+        assert chi2 < 255 + 5 * math.sqrt(2 * 255)

@@ -21,8 +21,18 @@ from flax import nnx
 Array = jax.Array
 MASK_VALUE = float(jnp.finfo(jnp.float32).min)  # large finite negative for masked keys
 
+
+def gelu_erf(x: Array) -> Array:
+    """The exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as PyTorch computes it.
+
+    `jax.nn.gelu(approximate=False)` goes through erfc, about twice as slow on CPUs; the two
+    agree within 1e-6 (absolute) in float32.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * math.sqrt(0.5)))
+
+
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu_erf,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
@@ -46,20 +56,43 @@ def truncated_normal(stddev: float) -> nnx.Initializer:
 def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Array:
     """Inverted dropout; identity when `deterministic` or `rate == 0`.
 
-    Each element draws 16 random bits, two per 32-bit threefry output (half the hashing of
-    one draw per element); `rate` is rounded to a multiple of 2**-16 (0.1 -> 0.100006) and
-    kept elements are scaled by 1 / (realised keep probability), so E[output] = x exactly.
+    The mask comes from `random_bits(rng, x.shape)` (one fused hash per element); an element
+    is dropped when its 32 bits fall below `rate * 2**32`, and kept elements are scaled by
+    1 / (realised keep probability), so E[output] = x.
     """
     if deterministic or rate == 0.0:
         return x
     if rng is None:
         raise ValueError("dropout needs a PRNG key when deterministic=False")
-    drop_below = round(rate * 65536)
-    *lead, n = x.shape
-    words = jax.random.bits(rng, (*lead, (n + 1) // 2), jnp.uint32)
-    bits = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :n]
-    keep = bits >= drop_below
-    return jnp.where(keep, x * (65536 / (65536 - drop_below)), 0.0).astype(x.dtype)
+    drop_below = min(round(rate * 2**32), 2**32 - 1)
+    keep = random_bits(rng, x.shape) >= jnp.uint32(drop_below)
+    return jnp.where(keep, x * (2**32 / (2**32 - drop_below)), 0.0).astype(x.dtype)
+
+
+def random_bits(rng: Array, shape: tuple[int, ...]) -> Array:
+    """Uniform uint32 bits of `shape` from a PRNG key: a counter-based hash of each element's
+    flat index under two 32-bit words drawn from `rng`.
+
+    Each word is hashed with Wellons' lowbias32 finaliser (an invertible integer mix), keyed
+    as mix(mix(index ^ k0) + k1): one elementwise kernel that XLA fuses into its consumer.
+    `jax.random.bits` (threefry) costs about ten times more on CPUs, where its rounds run as
+    a loop over the whole array. Arrays of more than 2**32 elements repeat the mask.
+    """
+    k0, k1 = jax.random.bits(rng, (2,), jnp.uint32)
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride = (stride * shape[axis]) % 2**32
+    return _lowbias32(_lowbias32(index ^ k0) + k1)
+
+
+def _lowbias32(h: Array) -> Array:
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
 
 
 class KeySplitter:
@@ -277,24 +310,28 @@ def attention(
       need_weights: also return the probabilities and the masked pre-softmax scores.
     Returns:
       context [B, T, N*Dv], probabilities [B, N, T, T] or None, scores [B, N, T, T] or None.
-      Without weights and without attention dropout this uses `jax.nn.dot_product_attention`
-      (fused kernels on GPU).
+      Without weights and without attention dropout, accelerators use
+      `jax.nn.dot_product_attention` (fused kernels on GPU); XLA:CPU has no fused kernel, and
+      the explicit path below is faster there.
     """
     b, t, n, d = query.shape
     use_dropout = not deterministic and dropout_rate > 0.0
-    if not need_weights and not use_dropout:
+    if not need_weights and not use_dropout and jax.default_backend() != "cpu":
         mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
         context = jax.nn.dot_product_attention(query, key, value, mask=mask)
         return context.reshape(b, t, -1), None, None
-    scores = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32) * (
+    # Heads-major [B, N, T, D]: the batched matmuls then have leading batch dimensions, which
+    # XLA:CPU runs about 1.5x faster than contracting [B, T, N, D] in place.
+    query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
+    scores = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32) * (
         1.0 / math.sqrt(d)
     )
     if attention_mask is not None:
         scores = scores + (1.0 - attention_mask[:, None, None, :].astype(jnp.float32)) * MASK_VALUE
     probs = jax.nn.softmax(scores, axis=-1)
     dropped = dropout(probs, dropout_rate, dropout_rng, deterministic)
-    context = jnp.einsum("bnqk,bknd->bqnd", dropped.astype(value.dtype), value)
-    return context.reshape(b, t, -1), probs, scores
+    context = jnp.einsum("bnqk,bnkd->bnqd", dropped.astype(value.dtype), value)
+    return context.transpose(0, 2, 1, 3).reshape(b, t, -1), probs, scores
 
 
 class Pooler(nnx.Module):
