@@ -7,6 +7,8 @@ For each model it measures, after warm-up, the median over repeated runs of:
     original code); HF's classes compute them at every position, which is what its users get;
   * compile time of our jitted step, peak memory (resident set of the measuring process) and
     model-FLOPs utilisation against a peak this run measures itself (a large float32 matmul).
+Ours runs its stacked layers in `lax.scan` and/or unrolled (`--layers`); each mode gets its
+own rows.
 Every measurement runs in its own subprocess, so frameworks and models do not share threads,
 caches or memory. Ours runs as our entry points run it, with the host allocator in keep mode
 (`squeezemobile_jax.host_memory`); the peer runs twice, with glibc's default allocator (as HF
@@ -15,7 +17,7 @@ of the two. Ratios are printed ours/peer (above 1: we are faster). The markdown 
 the command that made it, goes to stdout and optionally to a file.
 
     python scripts/benchmark.py --models squeezebert,bert-base,mobilebert,ib-bert \
-        --inference-batches 1,32 --output BENCHMARKS.md
+        --inference-batches 1,32 --layers scan,unrolled --output BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ MODELS = {  # benchmark name -> preset
     "mobilebert": "mobilebert-uncased",
     "ib-bert": "ib-bert-large",
 }
+
+
+LAYER_MODES = {"scan": "scanned layers", "unrolled": "unrolled layers"}
 
 
 @dataclass
@@ -256,7 +261,7 @@ def peak_rss_mb() -> float:
 
 def run_worker(args: argparse.Namespace) -> dict:
     """One measurement in this process: {value, peak_mb[, compile_s]} as JSON on stdout."""
-    config = get_model_config(MODELS[args.model], scan_layers=True)
+    config = get_model_config(MODELS[args.model], scan_layers=args.layers == "scan")
     if args.measure == "peak":
         return {"value": measured_peak_flops()}
     b = args.batch
@@ -343,6 +348,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inference-batches", default="1,32", help="comma list, e.g. 1,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--layers",
+        default="scan",
+        help="comma list of how our stacked layers run: scan (lax.scan, scan_layers=True) "
+        "and/or unrolled (scan_layers=False); each is measured",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip HF PyTorch")
     parser.add_argument("--output", help="also write the markdown table here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -362,72 +373,74 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(row, flush=True)
 
+    modes = args.layers.split(",")
+    if not modes or any(m not in LAYER_MODES for m in modes):
+        parser.error(f"--layers: expected a comma list of {list(LAYER_MODES)}, got {args.layers!r}")
+
+    def label(metric: str, mode: str) -> str:
+        return f"{metric}, {LAYER_MODES[mode]}"
+
     for name in args.models.split(","):
         if name not in MODELS:
             parser.error(f"--models: unknown {name!r}; choose from {sorted(MODELS)}")
         with_peer = not args.no_peer and name != "ib-bert"  # HF cannot build IB-BERT
         for b in (int(x) for x in args.inference_batches.split(",")):
             kw = dict(model=name, measure="inference", batch=b)
-            ours = measure(args, framework="ours", **kw)
             peer, peer_keep = measure_peer(args, with_peer, **kw)
+            for mode in modes:
+                ours = measure(args, framework="ours", layers=mode, **kw)
+                add(
+                    Row(
+                        name,
+                        label(f"inference latency b={b}", mode),
+                        1e3 * ours["value"],
+                        figure(peer, "value", lambda s: 1e3 * s),
+                        "ms",
+                        False,
+                        figure(peer_keep, "value", lambda s: 1e3 * s),
+                    )
+                )
+        tokens = args.batch * args.length
+        kw = dict(model=name, measure="train", batch=args.batch)
+        peer, peer_keep = measure_peer(args, with_peer, **kw)
+        for mode in modes:
+            ours = measure(args, framework="ours", layers=mode, **kw)
             add(
                 Row(
                     name,
-                    f"inference latency b={b}",
-                    1e3 * ours["value"],
-                    figure(peer, "value", lambda s: 1e3 * s),
-                    "ms",
-                    False,
-                    figure(peer_keep, "value", lambda s: 1e3 * s),
+                    label("train step throughput", mode),
+                    tokens / ours["value"],
+                    figure(peer, "value", lambda s, n=tokens: n / s),
+                    "tok/s",
+                    True,
+                    figure(peer_keep, "value", lambda s, n=tokens: n / s),
                 )
             )
-        tokens = args.batch * args.length
-        kw = dict(model=name, measure="train", batch=args.batch)
-        ours = measure(args, framework="ours", **kw)
-        peer, peer_keep = measure_peer(args, with_peer, **kw)
-        add(
-            Row(
-                name,
-                "train step throughput",
-                tokens / ours["value"],
-                figure(peer, "value", lambda s, n=tokens: n / s),
-                "tok/s",
-                True,
-                figure(peer_keep, "value", lambda s, n=tokens: n / s),
+            mfu = 100 * ours["flops"] / ours["value"] / peak
+            add(Row(name, label("train step MFU", mode), mfu, None, "%", True))
+            add(
+                Row(
+                    name,
+                    label("train step peak memory", mode),
+                    ours["peak_mb"],
+                    figure(peer, "peak_mb"),
+                    "MB",
+                    False,
+                    figure(peer_keep, "peak_mb"),
+                )
             )
-        )
-        add(
-            Row(name, "train step MFU", 100 * ours["flops"] / ours["value"] / peak, None, "%", True)
-        )
-        add(
-            Row(
-                name,
-                "train step peak memory",
-                ours["peak_mb"],
-                figure(peer, "peak_mb"),
-                "MB",
-                False,
-                figure(peer_keep, "peak_mb"),
-            )
-        )
-        add(Row(name, "train step compile time", ours["compile_s"], None, "s", False))
+            compile_s = ours["compile_s"]
+            add(Row(name, label("train step compile time", mode), compile_s, None, "s", False))
 
     by_name = {(r.model, r.metric): r for r in rows}
     for b in args.inference_batches.split(","):
-        squeeze = by_name.get(("squeezebert", f"inference latency b={b}"))
-        base = by_name.get(("bert-base", f"inference latency b={b}"))
-        if squeeze and base:
-            add(
-                Row(
-                    "squeezebert vs our bert-base",
-                    f"inference latency b={b}",
-                    squeeze.ours,
-                    None,
-                    "ms",
-                    False,
-                )
-            )
-            rows[-1].peer = base.ours
+        for mode in modes:
+            metric = label(f"inference latency b={b}", mode)
+            squeeze = by_name.get(("squeezebert", metric))
+            base = by_name.get(("bert-base", metric))
+            if squeeze and base:
+                add(Row("squeezebert vs our bert-base", metric, squeeze.ours, None, "ms", False))
+                rows[-1].peer = base.ours
     table = markdown(rows, command, args, peak)
     table += (
         "\nThe `squeezebert vs our bert-base` rows compare two of our models (the peer column is"
