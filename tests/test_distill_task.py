@@ -221,7 +221,7 @@ def test_teacher_from_an_hf_directory_in_bfloat16(teacher_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------ exact resume
-RESUME_STEPS_PER_LAYER = 30
+RESUME_STEPS_PER_LAYER = 12
 RESUME_STAGE2 = 4
 
 
@@ -280,7 +280,7 @@ def test_resume_after_sigkill_in_stage_one_is_bitwise_exact(teacher_dir, tmp_pat
     straight_log = open(tmp_path / "straight.log", "w")  # noqa: SIM115 - closed below
     straight = _launch(config_file, tmp_path / "straight", straight_log)
     killed_dir = tmp_path / "killed"
-    kill_after = random.Random().randint(7, 40)  # logged step; checkpoint 3 is written
+    kill_after = random.Random().randint(7, 20)  # logged step; checkpoint 3 is written
     proc = _launch(config_file, killed_dir, subprocess.DEVNULL)
     try:
         deadline = time.time() + 240

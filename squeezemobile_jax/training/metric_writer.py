@@ -8,6 +8,7 @@ workdir itself. On a terminal a tqdm bar shows progress; otherwise each write is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -43,10 +44,11 @@ def peak_flops_per_device(device_kind: str | None = None) -> float | None:
     return None
 
 
+@functools.cache
 def measured_peak_flops(size: int = 2048, repeats: int = 20) -> float:
     """FLOP/s of one device on a large float32 matmul (best of `repeats`, enough to ride out
     a busy neighbour on a shared host): the peak MFU is measured against on devices without a
-    known figure (CPUs)."""
+    known figure (CPUs). Measured once per process."""
     import time
 
     import jax.numpy as jnp
@@ -91,6 +93,21 @@ def _jsonable(v: float) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch, where
+    installed, only to accept its tensors, and that costs seconds of start-up; we log floats."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which it handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricWriter:
     """Writes scalar metrics per step to jsonl, tensorboard and the console (process 0)."""
 
@@ -111,9 +128,7 @@ class MetricWriter:
         if not self.enabled:
             return
         self._jsonl = fileio.AppendOnlyFile(fileio.join(workdir, "metrics.jsonl"))
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(logdir=os.fspath(workdir))
+        self._tb = _summary_writer_class()(logdir=os.fspath(workdir))
         if progress_bar is None:
             progress_bar = sys.stderr.isatty()
         if progress_bar:
