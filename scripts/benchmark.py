@@ -10,7 +10,9 @@ For each model it measures, after warm-up, the median over repeated runs of:
 Ours runs its stacked layers in `lax.scan` and/or unrolled (`--layers`); each mode gets its
 own rows.
 Every measurement runs in its own subprocess, so frameworks and models do not share threads,
-caches or memory. Ours runs as our entry points run it, with the host allocator in keep mode
+caches or memory; with `--rounds N` each runs N times, ours and the peer's taking turns, and
+the figures are medians across rounds (a shared machine drifts over minutes). Ours runs as
+our entry points run it, with the host allocator in keep mode
 (`squeezemobile_jax.host_memory`); the peer runs twice, with glibc's default allocator (as HF
 users run it) and in keep mode (it helps PyTorch too), and ratios are taken against the faster
 of the two. Ratios are printed ours/peer (above 1: we are faster). The markdown table, with
@@ -293,14 +295,27 @@ def measure(args: argparse.Namespace, malloc: str = "keep", **worker: object) ->
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_peer(args: argparse.Namespace, with_peer: bool, **worker: object):
-    """The peer's results with glibc's default allocator and in keep mode (or Nones)."""
-    if not with_peer:
-        return None, None
-    return (
-        measure(args, malloc="default", framework="hf", **worker),
-        measure(args, malloc="keep", framework="hf", **worker),
-    )
+def measure_interleaved(args: argparse.Namespace, specs: dict[str, dict]) -> dict[str, dict]:
+    """Runs every worker in `specs` (name -> `measure` keywords) `args.rounds` times,
+    round-robin, so that slow drifts of the machine hit all of them alike; returns per name
+    the median of each figure across rounds."""
+    results: dict[str, list[dict]] = {name: [] for name in specs}
+    for _ in range(args.rounds):
+        for name, spec in specs.items():
+            results[name].append(measure(args, **spec))
+    return {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in results.items()
+    }
+
+
+def worker_specs(modes: list[str], with_peer: bool, **worker: object) -> dict[str, dict]:
+    """Ours in each layer mode, and the peer with glibc's default allocator and in keep mode."""
+    specs = {mode: dict(framework="ours", layers=mode, **worker) for mode in modes}
+    if with_peer:
+        specs["peer"] = dict(malloc="default", framework="hf", **worker)
+        specs["peer_keep"] = dict(malloc="keep", framework="hf", **worker)
+    return specs
 
 
 def figure(result: dict | None, key: str, convert: Callable[[float], float] = float):
@@ -333,8 +348,9 @@ def markdown(rows: list[Row], command: str, args: argparse.Namespace, peak: floa
         f"{args.batch}, length {args.length}, {args.predictions} masked positions, AdamW, "
         f"dropout on; inference: the trunk at length {args.length}. float32, medians of "
         f"{args.repeats} runs after {args.warmup} warm-up runs, each measurement in its own "
-        "process. Ours runs with the host allocator in keep mode, as our entry points run it; "
-        "the peer with glibc's default allocator and in keep mode.\n\n"
+        f"process; {args.rounds} round(s) of processes, ours and the peer's taking turns, and "
+        "the median across rounds. Ours runs with the host allocator in keep mode, as our "
+        "entry points run it; the peer with glibc's default allocator and in keep mode.\n\n"
     )
     return header + "\n".join(lines) + "\n"
 
@@ -348,6 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inference-batches", default="1,32", help="comma list, e.g. 1,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="worker processes per measurement, run round-robin with the peer's; figures are "
+        "medians across rounds",
+    )
     parser.add_argument(
         "--layers",
         default="scan",
@@ -386,14 +409,14 @@ def main(argv: list[str] | None = None) -> None:
         with_peer = not args.no_peer and name != "ib-bert"  # HF cannot build IB-BERT
         for b in (int(x) for x in args.inference_batches.split(",")):
             kw = dict(model=name, measure="inference", batch=b)
-            peer, peer_keep = measure_peer(args, with_peer, **kw)
+            results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
+            peer, peer_keep = results.get("peer"), results.get("peer_keep")
             for mode in modes:
-                ours = measure(args, framework="ours", layers=mode, **kw)
                 add(
                     Row(
                         name,
                         label(f"inference latency b={b}", mode),
-                        1e3 * ours["value"],
+                        1e3 * results[mode]["value"],
                         figure(peer, "value", lambda s: 1e3 * s),
                         "ms",
                         False,
@@ -402,9 +425,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
         tokens = args.batch * args.length
         kw = dict(model=name, measure="train", batch=args.batch)
-        peer, peer_keep = measure_peer(args, with_peer, **kw)
+        results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
+        peer, peer_keep = results.get("peer"), results.get("peer_keep")
         for mode in modes:
-            ours = measure(args, framework="ours", layers=mode, **kw)
+            ours = results[mode]
             add(
                 Row(
                     name,
