@@ -389,6 +389,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    models = args.models.split(",")
+    unknown = [name for name in models if name not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+    modes = args.layers.split(",")
+    if any(m not in LAYER_MODES for m in modes):
+        parser.error(f"--layers: expected a comma list of {list(LAYER_MODES)}, got {args.layers!r}")
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected at least 1, got {args.rounds}")
+
     peak = measure(args, model="bert-base", framework="ours", measure="peak", batch=1)["value"]
     rows: list[Row] = []
 
@@ -396,16 +406,10 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(row, flush=True)
 
-    modes = args.layers.split(",")
-    if not modes or any(m not in LAYER_MODES for m in modes):
-        parser.error(f"--layers: expected a comma list of {list(LAYER_MODES)}, got {args.layers!r}")
-
     def label(metric: str, mode: str) -> str:
         return f"{metric}, {LAYER_MODES[mode]}"
 
-    for name in args.models.split(","):
-        if name not in MODELS:
-            parser.error(f"--models: unknown {name!r}; choose from {sorted(MODELS)}")
+    for name in models:
         with_peer = not args.no_peer and name != "ib-bert"  # HF cannot build IB-BERT
         for b in (int(x) for x in args.inference_batches.split(",")):
             kw = dict(model=name, measure="inference", batch=b)
