@@ -1,7 +1,8 @@
 """Speed of our JAX models beside HF transformers' PyTorch models, in one run on one machine.
 
 For each model it measures, after warm-up, the median over repeated runs of:
-  * inference latency of the trunk at batch 1 and 32, length 128;
+  * inference latency of the trunk at batch 1 and 32, length 128 (ours compiled as our
+    prediction and evaluation steps are, with `inference_jit`);
   * pretraining step throughput (tokens/s): a full MLM + NSP step with AdamW, forward,
     backward and update. Ours computes MLM logits only at the masked positions (as BERT's
     original code); HF's classes compute them at every position, which is what its users get;
@@ -50,6 +51,7 @@ from flax import nnx  # noqa: E402
 
 from squeezemobile_jax.models import build_model, get_model_config  # noqa: E402
 from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
+from squeezemobile_jax.training.evaluation import inference_jit  # noqa: E402
 from squeezemobile_jax.training.metric_writer import measured_peak_flops  # noqa: E402
 
 MODELS = {  # benchmark name -> preset
@@ -134,7 +136,7 @@ def ours_inference(config, batch: dict, repeats: int, warmup: int) -> float:
     model = build_model(config)
     graphdef, state = nnx.split(model)
 
-    @jax.jit
+    @inference_jit
     def forward(state, ids, mask, types):
         return nnx.merge(graphdef, state)(ids, mask, types).last_hidden_state
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from hf_reference import hf_model, ours_from_hf, padded_batch, torch_inputs
 
 from squeezemobile_jax.models import get_model_config
+from squeezemobile_jax.training import inference_jit
 
 ATOL = 1e-4
 
@@ -235,3 +237,20 @@ def test_full_size_trunk_parity(name):
     )
     assert_trunk_parity(config, out, ref, mask)
     assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
+    # Compiled as prediction and evaluation compile it (other matmul kernels on CPU than a
+    # plain jit), with the layers unrolled and scanned, on the padded batch and on one
+    # unpadded length-128 sequence (the latency benchmark's shape).
+    single = padded_batch(config.vocab_size, lengths=(128,))
+    ref_single = reference(**torch_inputs(*single))
+    for scan in (False, True):
+        model, _ = ours_from_hf(config.replace(scan_layers=scan), "base", reference)
+        graphdef, state = nnx.split(model)
+
+        @inference_jit(static_argnums=0)
+        def forward(graphdef, state, ids, mask, types):
+            return nnx.merge(graphdef, state)(ids, mask, types)
+
+        for inputs, expected in ((ids, mask, types), ref), (single, ref_single):
+            got = forward(graphdef, state, *inputs)
+            assert max_err(got.last_hidden_state, expected.last_hidden_state) <= ATOL, scan
+            assert max_err(got.pooler_output, expected.pooler_output) <= ATOL, scan

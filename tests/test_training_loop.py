@@ -195,3 +195,27 @@ def test_logs_config_and_eval(tmp_path):
 def test_indivisible_accumulation_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="grad_accum_steps=3"):
         _run(tmp_path, steps=2, grad_accum_steps=3)
+
+
+def test_inference_jit_compiles_with_its_options():
+    """`inference_jit` takes jit arguments, computes what a plain jit computes, and its matmuls
+    leave the YNNPACK fusions a plain CPU jit makes (its compile options reach XLA)."""
+
+    def affine(scale, x, w):
+        return jnp.tanh(x @ w * scale)
+
+    x = jax.random.normal(jax.random.key(0), (64, 96))
+    w = jax.random.normal(jax.random.key(1), (96, 32)) / 10
+    plain = jax.jit(affine, static_argnums=0)
+    ours = evaluation.inference_jit(static_argnums=0)(affine)
+    expected = np.tanh(np.asarray(x, np.float64) @ np.asarray(w, np.float64) * 0.5)
+    np.testing.assert_allclose(ours(0.5, x, w), expected, atol=1e-5)
+    assert ours.__name__ == "affine"
+
+    def fusion_kinds(jitted) -> set[str]:
+        text = jitted.lower(0.5, x, w).compile().as_text()
+        return {kind for kind in ("__ynn_fusion", "__xnn_fusion") if kind in text}
+
+    assert jax.default_backend() == "cpu"
+    assert fusion_kinds(plain) == {"__ynn_fusion"}
+    assert fusion_kinds(ours) == set()

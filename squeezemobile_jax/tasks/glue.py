@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import io
 import itertools
 import json
@@ -95,6 +94,7 @@ from squeezemobile_jax.tasks.glue_metrics import (
 from squeezemobile_jax.training import (
     Task,
     global_batch,
+    inference_jit,
     make_mesh,
     maybe_initialize_distributed,
     train_and_evaluate,
@@ -173,7 +173,7 @@ def make_loss_fn(regression: bool, distill_weight: float, temperature: float):
 
 
 # ---------------------------------------------------------------------------- predicting
-@functools.partial(jax.jit, static_argnums=0)
+@inference_jit(static_argnums=0)
 def _logits(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array]):
     model = nnx.merge(graphdef, state)
     return model(*(batch[k] for k in MODEL_INPUTS), deterministic=True).logits

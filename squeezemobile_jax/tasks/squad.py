@@ -20,7 +20,6 @@ end position) / 2, over all T positions of start_logits / end_logits [B, T].
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -65,6 +64,7 @@ from squeezemobile_jax.tasks.squad_postprocess import (
 from squeezemobile_jax.training import (
     Task,
     global_batch,
+    inference_jit,
     make_mesh,
     maybe_initialize_distributed,
     train_and_evaluate,
@@ -122,7 +122,7 @@ def qa_loss(model: nnx.Module, batch: Mapping[str, jax.Array], rng: jax.Array):
 
 
 # -------------------------------------------------------------------------- predicting
-@functools.partial(jax.jit, static_argnums=0)
+@inference_jit(static_argnums=0)
 def _logits(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Array]):
     out = _forward(nnx.merge(graphdef, state), batch, deterministic=True)
     return out.start_logits, out.end_logits

@@ -11,7 +11,7 @@ Modules, one job each:
   checkpoint    orbax checkpoints (async, keep-N, corrupt ones skipped), params-only restore
   preemption    SIGTERM flag
   metric_writer metrics.jsonl, tensorboard, tqdm / log lines, throughput and MFU
-  evaluation    jitted whole-set metric sums
+  evaluation    `inference_jit` (forward-only compile options), jitted whole-set metric sums
   config        `training_defaults()`: every config field the loop reads
   toy           a tiny MLP regression task for tests and smoke runs
 
@@ -26,7 +26,7 @@ Typical entry point::
 
 from squeezemobile_jax.training.checkpoint import Checkpointer, read_metadata, restore_params
 from squeezemobile_jax.training.config import training_defaults
-from squeezemobile_jax.training.evaluation import summed_metrics
+from squeezemobile_jax.training.evaluation import inference_jit, summed_metrics
 from squeezemobile_jax.training.loop import NonFiniteError, Task, TrainResult, train_and_evaluate
 from squeezemobile_jax.training.mesh import (
     batch_sharding,
@@ -58,6 +58,7 @@ __all__ = [
     "batch_sharding",
     "build_optimizer",
     "global_batch",
+    "inference_jit",
     "lamb",
     "make_mesh",
     "maybe_initialize_distributed",
