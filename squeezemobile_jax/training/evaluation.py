@@ -14,9 +14,11 @@ remainder)::
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import jax
+import jax.extend
 import numpy as np
 from flax import nnx
 
@@ -25,11 +27,17 @@ from squeezemobile_jax.training.mesh import global_batch
 MetricFn = Callable[[nnx.Module, Mapping[str, jax.Array]], Mapping[str, jax.Array]]
 
 # XLA:CPU runs matmuls as YNNPACK fusions by default, which suits our training steps (forward,
-# backward and update). A forward pass alone runs faster with its matmuls on XNNPACK and its
-# other fusions XLA's own (same-process A/B on 2 cores, float32, length 128): batch-1 latency
-# 25% lower for MobileBERT, 12% for SqueezeBERT, 4% for BERT-base; batch 32 14-16% lower for
-# SqueezeBERT and BERT-base, unchanged for MobileBERT. MobileBERT's training step is 10% slower
-# under the same options, so only forward-only programs get them (they are per compilation).
+# backward and update). A forward pass alone mostly runs faster with its matmuls on XNNPACK and
+# its other fusions XLA's own (same-process A/B on 2 cores, float32, length 128): batch-1
+# latency 25% lower for MobileBERT, 12% for SqueezeBERT, 4% for BERT-base; batch 32 14-16%
+# lower for SqueezeBERT and BERT-base, unchanged for MobileBERT. MobileBERT's training step is
+# 10% slower under the same options, so only forward-only programs get them (they are per
+# compilation). Some large weights run slower on XNNPACK (and Eigen) than on YNNPACK:
+# IB-BERT's 1024 x 4096 FFN at 60-80 GFLOP/s against 105-125, a 2048 x 2048 weight 13% slower,
+# and IB-BERT's forward is 20-25% slower under the options; every weight of the student trunks
+# and BERT-base's 768 x 3072 runs as fast or faster. Programs with a weight as large as
+# `LARGE_MATMUL_WEIGHT` therefore keep the defaults (conservatively: that also covers the MLM
+# vocabulary projection, which XNNPACK runs as fast or faster).
 CPU_INFERENCE_COMPILER_OPTIONS = {
     "xla_cpu_use_xnnpack": True,
     "xla_cpu_experimental_ynn_fusion_type": "",
@@ -37,32 +45,66 @@ CPU_INFERENCE_COMPILER_OPTIONS = {
         "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
     ),
 }
+# Programs with a matmul weight of at least this many elements keep XLA's defaults.
+LARGE_MATMUL_WEIGHT = 3 * 2**20
 
 
-def inference_compiler_options() -> dict[str, object] | None:
-    """`CPU_INFERENCE_COMPILER_OPTIONS` on a CPU backend; None (the defaults) elsewhere."""
-    return dict(CPU_INFERENCE_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+def largest_matmul_weight(jaxpr: jax.extend.core.Jaxpr) -> int:
+    """Elements of the largest right-hand operand of any matmul in `jaxpr` or its sub-jaxprs
+    (scan and jit bodies), batch dimensions excluded: the biggest weight matrix of a model."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (_, _), (_, rhs_batch) = eqn.params["dimension_numbers"]
+            shape = eqn.invars[1].aval.shape
+            largest = max(largest, math.prod(n for i, n in enumerate(shape) if i not in rhs_batch))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            largest = max(largest, largest_matmul_weight(sub))
+    return largest
 
 
 def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
-    """`jax.jit` for forward-only functions (prediction, evaluation, latency measurements),
-    compiled with `inference_compiler_options()`. Usable as `@inference_jit` or
-    `@inference_jit(static_argnums=0)`; the result is called like the jitted function and has
-    its `lower`. The backend is looked up at the first use, so decorating at import time does
-    not start JAX's backends.
+    """`jax.jit` for forward-only functions (prediction, evaluation, latency measurements).
+
+    On a CPU backend the function is compiled with `CPU_INFERENCE_COMPILER_OPTIONS` unless one
+    of its matmuls has a weight of `LARGE_MATMUL_WEIGHT` elements or more (decided from the
+    traced program, once per argument signature); elsewhere with XLA's defaults.
+    Usable as `@inference_jit` or `@inference_jit(static_argnums=0)`; the result is called like
+    the jitted function and has its `lower`. Nothing is looked up at decoration time, so
+    decorating at import time does not start JAX's backends.
     """
     if fun is None:
         return functools.partial(inference_jit, **jit_kwargs)
+    static_argnums = jit_kwargs.get("static_argnums", ())
+    static_argnums = (static_argnums,) if isinstance(static_argnums, int) else static_argnums
+    with_options: dict[object, bool] = {}
 
     @functools.cache
-    def jitted() -> Callable:
-        return jax.jit(fun, compiler_options=inference_compiler_options(), **jit_kwargs)
+    def jitted(options: bool) -> Callable:
+        return jax.jit(
+            fun, compiler_options=CPU_INFERENCE_COMPILER_OPTIONS if options else None, **jit_kwargs
+        )
+
+    def select(args: tuple, kwargs: dict) -> Callable:
+        if jax.default_backend() != "cpu":
+            return jitted(False)
+        dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
+        leaves, treedef = jax.tree.flatten((dynamic, kwargs))
+        key = (
+            tuple(args[i] for i in static_argnums),
+            treedef,
+            tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves),
+        )
+        if key not in with_options:
+            traced = jax.make_jaxpr(fun, static_argnums=static_argnums)(*args, **kwargs)
+            with_options[key] = largest_matmul_weight(traced.jaxpr) < LARGE_MATMUL_WEIGHT
+        return jitted(with_options[key])
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        return jitted()(*args, **kwargs)
+        return select(args, kwargs)(*args, **kwargs)
 
-    call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)
+    call.lower = lambda *args, **kwargs: select(args, kwargs).lower(*args, **kwargs)
     return call
 
 
