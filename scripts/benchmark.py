@@ -63,6 +63,7 @@ MODELS = {  # benchmark name -> preset
 
 
 LAYER_MODES = {"scan": "scanned layers", "unrolled": "unrolled layers"}
+NOTES_HEADING = "## Reading the figures"  # a hand-written section of --output, kept on reruns
 
 
 @dataclass
@@ -348,7 +349,8 @@ def markdown(rows: list[Row], command: str, args: argparse.Namespace, peak: floa
         f"{jax.devices()[0].platform}, PyTorch {torch.__version__} ({torch.get_num_threads()} "
         f"threads); measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s. Training: batch "
         f"{args.batch}, length {args.length}, {args.predictions} masked positions, AdamW, "
-        f"dropout on; inference: the trunk at length {args.length}. float32, medians of "
+        f"dropout on; inference: the trunk at length {args.length} (ours compiled with "
+        "`inference_jit`, as our prediction and evaluation steps). float32, medians of "
         f"{args.repeats} runs after {args.warmup} warm-up runs, each measurement in its own "
         f"process; {args.rounds} round(s) of processes, ours and the peer's taking turns, and "
         "the median across rounds. Ours runs with the host allocator in keep mode, as our "
@@ -380,7 +382,11 @@ def main(argv: list[str] | None = None) -> None:
         "and/or unrolled (scan_layers=False); each is measured",
     )
     parser.add_argument("--no-peer", action="store_true", help="skip HF PyTorch")
-    parser.add_argument("--output", help="also write the markdown table here")
+    parser.add_argument(
+        "--output",
+        help=f"also write the markdown tables here (a '{NOTES_HEADING}' section already in "
+        "the file is kept below them)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
@@ -478,8 +484,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(table)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write("# Benchmarks\n\n" + table)
+        write_output(args.output, table)
+
+
+def write_output(path: str, table: str) -> None:
+    """Writes the tables to `path`, keeping a `## Reading the figures` section already there
+    (notes written by hand about the figures; update them with the new run)."""
+    notes = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        at = text.find("\n" + NOTES_HEADING)
+        notes = text[at:] if at >= 0 else ""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# Benchmarks\n\n" + table + notes)
 
 
 if __name__ == "__main__":
