@@ -242,14 +242,17 @@ def test_full_size_trunk_parity(name):
     # unpadded length-128 sequence (the latency benchmark's shape).
     single = padded_batch(config.vocab_size, lengths=(128,))
     ref_single = reference(**torch_inputs(*single))
-    for scan in (False, True):
-        model, _ = ours_from_hf(config.replace(scan_layers=scan), "base", reference)
+
+    @inference_jit(static_argnums=0)
+    def forward(graphdef, state, ids, mask, types):
+        return nnx.merge(graphdef, state)(ids, mask, types)
+
+    other_mode, _ = ours_from_hf(
+        config.replace(scan_layers=not config.scan_layers), "base", reference
+    )
+    for model in (ours, other_mode):
         graphdef, state = nnx.split(model)
-
-        @inference_jit(static_argnums=0)
-        def forward(graphdef, state, ids, mask, types):
-            return nnx.merge(graphdef, state)(ids, mask, types)
-
+        scan = model.config.scan_layers
         for inputs, expected in ((ids, mask, types), ref), (single, ref_single):
             got = forward(graphdef, state, *inputs)
             assert max_err(got.last_hidden_state, expected.last_hidden_state) <= ATOL, scan

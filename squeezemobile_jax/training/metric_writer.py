@@ -96,15 +96,14 @@ def _jsonable(v: float) -> float | str:
 def _summary_writer_class():
     """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch, where
     installed, only to accept its tensors, and that costs seconds of start-up; we log floats."""
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter
-    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which it handles
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError, which it handles
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if hide_torch:
+            del sys.modules["torch"]
     return SummaryWriter
 
 
