@@ -72,7 +72,8 @@ def test_device_and_process_count_do_not_change_the_run(tmp_path):
         _run(tmp_path / name, devices, *common, *extra, "--save_params", tmp_path / f"{name}.npz")
         runs[name] = (_losses(tmp_path / name), _params(tmp_path / f"{name}.npz"))
 
-    # Two processes with two devices each, talking over a local coordinator.
+    # Two processes with two devices each, talking over a local coordinator. FSDP spreads
+    # the parameters over both processes, so saving them gathers across processes.
     port = _free_port()
     procs = [
         subprocess.Popen(
@@ -87,6 +88,7 @@ def test_device_and_process_count_do_not_change_the_run(tmp_path):
                 i,
                 "--save_params",
                 tmp_path / "2x2.npz",
+                "--fsdp",
             ),
             env=_env(2),
             stdout=subprocess.PIPE,

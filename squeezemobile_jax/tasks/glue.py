@@ -97,6 +97,7 @@ from squeezemobile_jax.training import (
     inference_jit,
     make_mesh,
     maybe_initialize_distributed,
+    to_host,
     train_and_evaluate,
 )
 
@@ -179,14 +180,6 @@ def _logits(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Ar
     return model(*(batch[k] for k in MODEL_INPUTS), deterministic=True).logits
 
 
-def _fetch(x: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def eval_batch_size(requested: int) -> int:
     """`requested` rounded up to a multiple of the device count (batches split evenly)."""
     devices = jax.device_count()
@@ -207,7 +200,7 @@ def predict_logits(
     for host_batch in eval_batches(inputs, batch_size):
         batch = {k: host_batch[k] for k in MODEL_INPUTS}
         outputs.append(_logits(graphdef, state, global_batch(batch, mesh)))
-    logits = np.concatenate([_fetch(x) for x in outputs])  # row i of batch b = b*size + i
+    logits = np.concatenate([to_host(x) for x in outputs])  # row i of batch b = b*size + i
     return logits[:n].astype(np.float32)
 
 
@@ -395,7 +388,7 @@ def _runtime_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _host_params(model: nnx.Module) -> nnx.Module:
     """A copy of `model` whose parameters are host NumPy arrays (gathered across processes)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return nnx.merge(graphdef, jax.tree.map(_fetch, params), rest)
+    return nnx.merge(graphdef, jax.tree.map(to_host, params), rest)
 
 
 def export_model(

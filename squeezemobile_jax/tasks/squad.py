@@ -67,6 +67,7 @@ from squeezemobile_jax.training import (
     inference_jit,
     make_mesh,
     maybe_initialize_distributed,
+    to_host,
     train_and_evaluate,
 )
 
@@ -128,14 +129,6 @@ def _logits(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax.Ar
     return out.start_logits, out.end_logits
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def predict_logits(
     model: nnx.Module, features: SquadFeatures, batch_size: int, mesh: jax.sharding.Mesh
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +141,8 @@ def predict_logits(
         for host in eval_batches(inputs, batch_size):
             batch = global_batch({k: host[k] for k in inputs}, mesh)
             s, e = _logits(graphdef, state, batch)
-            starts.append(_to_host(s))
-            ends.append(_to_host(e))
+            starts.append(to_host(s))
+            ends.append(to_host(e))
             progress.update(1)
     n = len(features)
     t = features.input_ids.shape[1]

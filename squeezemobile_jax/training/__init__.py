@@ -34,6 +34,7 @@ from squeezemobile_jax.training.mesh import (
     make_mesh,
     maybe_initialize_distributed,
     replicated,
+    to_host,
 )
 from squeezemobile_jax.training.optimizers import (
     Optimizer,
@@ -71,6 +72,7 @@ __all__ = [
     "schedule_from_config",
     "stacked_axes",
     "summed_metrics",
+    "to_host",
     "train_and_evaluate",
     "training_defaults",
     "warmup_poly_decay",

@@ -135,3 +135,17 @@ def global_batch(
             )
         out[key] = jax.make_array_from_process_local_data(sharding, value)
     return out
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """All of `x` as a host NumPy array, on every process.
+
+    An array spread over several processes is gathered across them (a collective: every
+    process must call this for the same arrays in the same order); one this process holds
+    entirely is copied from its devices.
+    """
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))

@@ -23,7 +23,7 @@ from flax import nnx
 
 from squeezemobile_jax.training import loop
 from squeezemobile_jax.training.config import training_defaults
-from squeezemobile_jax.training.mesh import maybe_initialize_distributed
+from squeezemobile_jax.training.mesh import maybe_initialize_distributed, to_host
 
 
 class ToyMLP(nnx.Module):
@@ -140,14 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     batches = toy_batches(args.batch, nan_at_step=args.nan_at, sleep=args.sleep)
     result = loop.train_and_evaluate(config, args.workdir, task, model, batches)
     if args.save_params:
-        from jax.experimental import multihost_utils
-
         from squeezemobile_jax.training.paths import path_to_str
 
         flat = jax.tree_util.tree_leaves_with_path(result.state.params)
-        arrays = {
-            path_to_str(kp): multihost_utils.process_allgather(x, tiled=True) for kp, x in flat
-        }
+        arrays = {path_to_str(kp): to_host(x) for kp, x in flat}
         if jax.process_index() == 0:
             np.savez(args.save_params, **arrays)
     print(f"DONE step={result.step} preempted={result.preempted}", flush=True)
