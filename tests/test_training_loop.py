@@ -225,15 +225,21 @@ def test_inference_jit_keeps_defaults_for_large_matmul_weights():
     """A program with a matmul weight of 2048 x 2048 (inside a scan) keeps XLA's defaults;
     the same program with 256 x 256 weights gets the inference options."""
 
+    traces = []
+
     def chain(x, weights):  # weights: [L, D, D], applied in turn
+        traces.append(x.shape)
         return jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, weights)[0]
 
     ours = evaluation.inference_jit(chain)
     for width, kinds in ((2048, {"__ynn_fusion"}), (256, set())):
+        traces.clear()
         x = jnp.ones((4, width))
         weights = jnp.full((2, width, width), 1.0 / width)
-        traced = jax.make_jaxpr(chain)(x, weights)
-        assert evaluation.largest_matmul_weight(traced.jaxpr) == width * width
         text = ours.lower(x, weights).compile().as_text()
         assert {k for k in ("__ynn_fusion", "__xnn_fusion") if k in text} == kinds, width
         np.testing.assert_allclose(ours(x, weights), np.tanh(np.tanh(1.0)), rtol=1e-5)
+        np.testing.assert_allclose(ours(x + 0, weights), np.tanh(np.tanh(1.0)), rtol=1e-5)
+        assert traces == [(4, width)], traces  # one trace serves the choice and every call
+        traced = jax.make_jaxpr(chain)(x, weights)
+        assert evaluation.largest_matmul_weight(traced.jaxpr) == width * width

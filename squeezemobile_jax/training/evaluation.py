@@ -68,7 +68,8 @@ def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
 
     On a CPU backend the function is compiled with `CPU_INFERENCE_COMPILER_OPTIONS` unless one
     of its matmuls has a weight of `LARGE_MATMUL_WEIGHT` elements or more (decided from the
-    traced program, once per argument signature); elsewhere with XLA's defaults.
+    traced program, once per argument signature, from the trace the compilation uses);
+    elsewhere with XLA's defaults.
     Usable as `@inference_jit` or `@inference_jit(static_argnums=0)`; the result is called like
     the jitted function and has its `lower`. Nothing is looked up at decoration time, so
     decorating at import time does not start JAX's backends.
@@ -96,8 +97,10 @@ def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
             tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves),
         )
         if key not in with_options:
-            traced = jax.make_jaxpr(fun, static_argnums=static_argnums)(*args, **kwargs)
-            with_options[key] = largest_matmul_weight(traced.jaxpr) < LARGE_MATMUL_WEIGHT
+            # JAX caches traces by function and signature across both jits: this is the only
+            # trace of `fun` for the signature, whichever jit then compiles it.
+            traced = jitted(True).trace(*args, **kwargs)
+            with_options[key] = largest_matmul_weight(traced.jaxpr.jaxpr) < LARGE_MATMUL_WEIGHT
         return jitted(with_options[key])
 
     @functools.wraps(fun)
