@@ -7,7 +7,8 @@ divides, when they hold at least ``fsdp_min_size_mb`` megabytes. XLA inserts the
 all-reduce / all-gathers.
 
 Each process supplies only its own rows of a global batch (``global_batch / process_count``),
-as host-local NumPy arrays; `global_batch` stitches them into one global `jax.Array`.
+as host-local NumPy arrays; `global_batch` stitches them into one global `jax.Array`, and
+`to_host` brings a global array back to every process as NumPy.
 
 Config read here: ``config.mesh.fsdp`` (bool), ``config.mesh.fsdp_min_size_mb`` (float),
 ``config.distributed.initialize`` (bool) and the optional ``coordinator_address``,
