@@ -5,8 +5,10 @@ Progressive layer-wise knowledge transfer, then pretraining distillation, in one
 run (see `squeezemobile_jax.tasks.distill`).
 """
 
-from squeezemobile_jax.cli import main
-from squeezemobile_jax.tasks.distill import run
-
+# Imports under the guard: the processes that make pretraining batches start from this file
+# and need none of it.
 if __name__ == "__main__":
+    from squeezemobile_jax.cli import main
+    from squeezemobile_jax.tasks.distill import run
+
     main(run)

@@ -3,8 +3,11 @@ split and throughput."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -14,7 +17,11 @@ import numpy as np
 import pytest
 from test_data_support import bert_tokenizer, bert_vocab_path, data_cache_dir  # noqa: F401
 
-from squeezemobile_jax.data.prefetch import PrefetchIterator
+from squeezemobile_jax.data.prefetch import (
+    PrefetchIterator,
+    ProcessPrefetchIterator,
+    prefetch_steps,
+)
 from squeezemobile_jax.data.pretraining_examples import SpecialIds
 from squeezemobile_jax.data.pretraining_loader import BATCH_KEYS, PretrainingLoader
 from squeezemobile_jax.data.token_cache import TokenizedCorpus
@@ -340,6 +347,46 @@ def test_prefetch_propagates_errors_at_the_failing_step() -> None:
         next(it)
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_worker_processes_make_the_batches_of_the_thread(
+    builtin_loader: PretrainingLoader, synthetic: TokenizedCorpus
+) -> None:
+    # A cached corpus travels to the workers as its file names, not its tokens.
+    assert builtin_loader.corpus.cache_directory is not None
+    tokens = builtin_loader.corpus.tokens
+    pickled = pickle.dumps(builtin_loader.corpus)
+    assert len(pickled) < 1000 < tokens.nbytes
+    copy = pickle.loads(pickled)
+    assert isinstance(copy.tokens, np.memmap) and np.array_equal(copy.tokens, tokens)
+    in_memory = PretrainingLoader(
+        synthetic,
+        synthetic_special(synthetic),
+        global_batch_size=32,
+        process_index=0,
+        process_count=1,
+    )
+    for loader in (builtin_loader, in_memory):
+        workers = pickle.loads(pickle.dumps(loader))
+        workers.num_workers = 2
+        with workers.iterator(start_step=5) as it:
+            got = [next(it) for _ in range(5)]
+            assert it.step == 10
+        for i, batch in enumerate(got):
+            assert _digest(batch) == _digest(loader.batch_at(5 + i)), i
+    with pytest.raises(ValueError, match="num_workers=-1 must be >= 0"):
+        PretrainingLoader(synthetic, synthetic_special(synthetic), num_workers=-1)
+
+
+def test_worker_processes_raise_errors_at_the_failing_step() -> None:
+    # 60 // step: fine for steps -2 and -1, ZeroDivisionError at step 0.
+    with prefetch_steps(functools.partial(operator.floordiv, 60), -2, workers=2) as it:
+        assert isinstance(it, ProcessPrefetchIterator)
+        assert next(it) == -30 and next(it) == -60
+        with pytest.raises(ZeroDivisionError):
+            next(it)
+        with pytest.raises(StopIteration):
+            next(it)
 
 
 def test_eval_split_is_fixed_and_held_out(synthetic: TokenizedCorpus) -> None:

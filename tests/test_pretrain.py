@@ -85,7 +85,8 @@ def test_end_to_end_resume_and_init(tmp_path):
     rows = read_metrics(workdir)
     assert {r["step"] for r in rows if "eval/mlm_loss" in r} == {3, 6}
     assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
-    assert {"tokens_per_sec", "lr", "grad_norm", "mfu"} <= set(rows[-2]) | set(rows[-1])
+    logged = set(rows[-2]) | set(rows[-1])
+    assert {"tokens_per_sec", "lr", "grad_norm", "mfu", "input_wait_fraction"} <= logged
     # Running again with more steps resumes at step 6.
     config.train.num_steps = 8
     again = pretrain.run(config, workdir)
@@ -100,6 +101,7 @@ def test_end_to_end_resume_and_init(tmp_path):
 def test_phases_change_sequence_length(tmp_path):
     workdir = str(tmp_path / "phases")
     config = tiny_config(tmp_path)
+    config.data.num_workers = 2  # each phase's loader runs in its own worker processes
     config.phases = (
         {"num_steps": 3, "max_seq_length": 32},
         {"num_steps": 2, "max_seq_length": 64, "max_predictions_per_seq": 8},

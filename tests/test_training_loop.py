@@ -192,6 +192,41 @@ def test_logs_config_and_eval(tmp_path):
     assert checkpoint.read_metadata(tmp_path / "checkpoints")["task"] == {"phase": 2}
 
 
+def test_logs_the_time_spent_waiting_for_input(tmp_path):
+    sleep, per_batch, steps = 0.25, 16, 6
+    _run(
+        tmp_path,
+        steps=steps,
+        ckpt_every=100,
+        batches=toy.toy_batches(per_batch, sleep=sleep),
+        log_every=2,
+    )
+    rows = [m for m in _metrics(tmp_path) if "loss" in m]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    # Each row covers the wall time since the last row; its examples come from 2 steps.
+    waited = [r["input_wait_fraction"] * 2 * per_batch / r["examples_per_sec"] for r in rows]
+    # The iterator slept `sleep` seconds before each of the run's batches.
+    assert steps * sleep <= sum(waited) <= steps * sleep + 0.3, waited
+    assert rows[1]["input_wait_fraction"] > 0.6  # no compile, no final checkpoint in it
+
+
+def test_waiting_while_a_step_runs_is_not_counted(tmp_path):
+    def slow_loss(model, batch, rng):  # the toy loss plus ~0.3 s of matmuls on the device
+        loss, aux = toy.toy_loss(model, batch, rng)
+        a = jnp.full((512, 512), jax.lax.stop_gradient(batch["x"]).mean() * 1e-3)
+        a = jax.lax.fori_loop(0, 64, lambda i, a: jnp.tanh(a @ a), a)
+        return loss + 0.0 * a.sum(), aux
+
+    config = toy.toy_config(6)
+    config.train.log_every = 2
+    task = loop.Task(loss_fn=slow_loss)
+    batches = toy.toy_batches(16, sleep=0.05)  # each batch comes while the last step runs
+    loop.train_and_evaluate(config, tmp_path, task, toy.ToyMLP(rngs=nnx.Rngs(0)), batches)
+    rows = [m for m in _metrics(tmp_path) if "loss" in m]
+    assert rows[1]["examples_per_sec"] < 16 / 0.15  # the step is slower than the input
+    assert rows[1]["input_wait_fraction"] < 0.05
+
+
 def test_indivisible_accumulation_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="grad_accum_steps=3"):
         _run(tmp_path, steps=2, grad_accum_steps=3)

@@ -1,13 +1,30 @@
-"""A background thread that computes `produce(step)` for consecutive steps ahead of the consumer."""
+"""Iterators that compute `produce(step)` for consecutive steps ahead of the consumer: in a
+background thread, or in a pool of worker processes when making one item takes longer than
+the consumer's step (e.g. pretraining batches for a large per-host batch)."""
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import multiprocessing
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def prefetch_steps(
+    produce: Callable[[int], T], start_step: int = 0, depth: int = 2, workers: int = 0
+) -> PrefetchIterator[T] | ProcessPrefetchIterator[T]:
+    """`produce(start_step)`, `produce(start_step + 1)`, ... ahead of the consumer: in a
+    background thread (`workers=0`) or in `workers` processes (`produce` must pickle)."""
+    if workers < 0:
+        raise ValueError(f"prefetch workers must be >= 0, got {workers}")
+    if workers:
+        return ProcessPrefetchIterator(produce, start_step, depth, workers)
+    return PrefetchIterator(produce, start_step, depth)
 
 
 class PrefetchIterator(Generic[T]):
@@ -84,3 +101,86 @@ def _produce_loop(
         if isinstance(item, BaseException):
             return
         step += 1
+
+
+class ProcessPrefetchIterator(Generic[T]):
+    """Like PrefetchIterator, with `produce` running in `workers` spawned processes.
+
+    `produce` is pickled once into each worker (so it must pickle cheaply, e.g. a loader whose
+    token arrays are memory-mapped files); items come back pickled, in step order, with
+    `max(depth, workers + 1)` steps in flight. Workers are spawned, not forked, because the
+    consumer usually runs JAX's threads. An error in `produce` is raised by `next()` at the
+    step that failed, with the worker's traceback as its cause.
+    """
+
+    def __init__(
+        self, produce: Callable[[int], T], start_step: int = 0, depth: int = 2, workers: int = 1
+    ):
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+        if workers < 1:
+            raise ValueError(f"prefetch workers must be >= 1, got {workers}")
+        self.step = start_step
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = (
+            concurrent.futures.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_install_producer,
+                initargs=(produce,),
+            )
+        )
+        self._in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._next_submit = start_step
+        for _ in range(max(depth, workers + 1)):
+            self._submit()
+
+    def _submit(self) -> None:
+        assert self._pool is not None
+        self._in_flight.append(self._pool.submit(_produce_in_worker, self._next_submit))
+        self._next_submit += 1
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._pool is None:
+            raise StopIteration
+        try:
+            item = self._in_flight.popleft().result()
+        except BaseException:
+            self.close()
+            raise
+        self._submit()
+        self.step += 1
+        return item
+
+    def close(self) -> None:
+        """Stops the workers (idempotent); items being made are dropped."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._in_flight.clear()
+
+    def __enter__(self) -> ProcessPrefetchIterator[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_worker_produce: Callable[[int], object] | None = None
+
+
+def _install_producer(produce: Callable[[int], object]) -> None:
+    global _worker_produce
+    _worker_produce = produce
+
+
+def _produce_in_worker(step: int) -> object:
+    assert _worker_produce is not None
+    return _worker_produce(step)

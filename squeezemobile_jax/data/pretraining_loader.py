@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 
 from squeezemobile_jax.data.corpus import CorpusSpec
-from squeezemobile_jax.data.prefetch import PrefetchIterator
+from squeezemobile_jax.data.prefetch import (
+    PrefetchIterator,
+    ProcessPrefetchIterator,
+    prefetch_steps,
+)
 from squeezemobile_jax.data.pretraining_examples import (
     STREAM_EVAL,
     STREAM_TRAIN,
@@ -79,7 +83,11 @@ class PretrainingLoader:
       eval_batch_size: global eval batch size (default: global_batch_size).
       cache_dir: where tokenised corpora are cached (default `default_cache_dir()`).
       num_proc: worker processes for tokenising a corpus not yet cached.
-      prefetch: batches computed ahead by the background thread.
+      prefetch: batches computed ahead of the training step.
+      num_workers: processes that make training batches (0: one background thread). A
+        process makes about 4,000 examples/s, so a host's batch of 8192 needs several to keep
+        ahead of an accelerator step; the loader is pickled into each (a cached corpus by
+        its file names).
 
     Batches (host-local NumPy, b = global_batch_size / process_count, T = max_seq_length,
     P = max_predictions_per_seq): input_ids, attention_mask, token_type_ids [b, T] int32;
@@ -108,6 +116,7 @@ class PretrainingLoader:
         cache_dir: str | os.PathLike | None = None,
         num_proc: int = 1,
         prefetch: int = 2,
+        num_workers: int = 0,
         show_progress: bool = True,
     ):
         if isinstance(tokenizer, SpecialIds):
@@ -136,6 +145,9 @@ class PretrainingLoader:
         self.process_index, self.process_count = process_index, process_count
         self.start_step = start_step
         self.prefetch = prefetch
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be >= 0")
+        self.num_workers = num_workers
 
         if isinstance(corpus, TokenizedCorpus):
             self.corpus = corpus
@@ -262,15 +274,27 @@ class PretrainingLoader:
 
     def iterator(
         self, start_step: int | None = None, prefetch: int | None = None
-    ) -> PrefetchIterator[Batch]:
-        """Batches for steps start_step, start_step + 1, ... computed in a background thread.
-
-        Returns a PrefetchIterator (`.step` = next step; `.close()` stops the thread).
-        """
+    ) -> PrefetchIterator[Batch] | ProcessPrefetchIterator[Batch]:
+        """Batches for steps start_step, start_step + 1, ... computed ahead, in a background
+        thread or in `num_workers` processes. `.step` is the next step; `.close()` stops it."""
         start = self.start_step if start_step is None else start_step
-        return PrefetchIterator(
-            self.batch_at, start, self.prefetch if prefetch is None else prefetch
-        )
+        depth = self.prefetch if prefetch is None else prefetch
+        return prefetch_steps(self.batch_at, start, depth, self.num_workers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles for worker processes: the corpus arrays once (by file name when cached)."""
+        state = dict(self.__dict__)
+        for derived in ("_tokens", "_so", "_do", "_orders", "_orders_lock"):
+            del state[derived]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokens = self.corpus.tokens
+        self._so = self.corpus.sentence_offsets
+        self._do = self.corpus.document_offsets
+        self._orders = {}
+        self._orders_lock = threading.Lock()
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterator()

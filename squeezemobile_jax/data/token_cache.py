@@ -42,12 +42,22 @@ _META_FILE = "meta.json"
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedCorpus:
-    """A tokenised corpus as flat arrays (see the module docstring for the layout)."""
+    """A tokenised corpus as flat arrays (see the module docstring for the layout).
+
+    `cache_directory` is set when the arrays are memory-mapped from a cache; a pickled copy
+    (e.g. for a worker process) then maps the same files instead of carrying the data.
+    """
 
     tokens: np.ndarray
     sentence_offsets: np.ndarray
     document_offsets: np.ndarray
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cache_directory: str | None = dataclasses.field(default=None, compare=False)
+
+    def __reduce_ex__(self, protocol):
+        if self.cache_directory is not None:
+            return load_tokenized_corpus, (self.cache_directory,)
+        return super().__reduce_ex__(protocol)
 
     @property
     def num_documents(self) -> int:
@@ -151,7 +161,7 @@ def load_tokenized_corpus(directory: str | os.PathLike) -> TokenizedCorpus:
         arrays[name] = np.memmap(
             directory / f"{name}.bin", dtype=spec["dtype"], mode="r", shape=(spec["length"],)
         )
-    return TokenizedCorpus(info=info, **arrays)
+    return TokenizedCorpus(info=info, cache_directory=str(directory), **arrays)
 
 
 # ---------------------------------------------------------------------------------------------

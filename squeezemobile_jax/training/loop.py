@@ -36,9 +36,13 @@ sees the flag when it next fetches metrics (a log step, checkpoint or eval) and 
 goes on (``'skip'``). Checkpoints are written only after every earlier step was checked.
 
 The workdir receives ``config.json``, ``metrics.jsonl``, tensorboard events and
-``checkpoints/``. Restarting on the same workdir resumes from the newest good checkpoint.
-SIGTERM (single process) or a preemption notice (multi-process) saves a checkpoint at the
-next step boundary and returns with ``preempted=True``.
+``checkpoints/``. Each log row carries throughput (``examples_per_sec``, ``tokens_per_sec``,
+``mfu``) and ``input_wait_fraction``: the share of the interval's wall time spent waiting
+for a batch after the previous step had finished, i.e. with the device idle for want of input
+(near 0 when the input pipeline keeps ahead of the step).
+Restarting on the same workdir resumes from the newest good checkpoint. SIGTERM (single
+process) or a preemption notice (multi-process) saves a checkpoint at the next step boundary
+and returns with ``preempted=True``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,11 @@ def _cast_floats(tree: PyTree, dtype: str) -> PyTree:
 def _default_counts(batch: HostBatch) -> dict[str, float]:
     first = next(iter(batch.values()))
     return {"examples": float(np.shape(first)[0])}
+
+
+def _finished(metrics: dict[str, jax.Array]) -> bool:
+    """Whether the step that returned `metrics` has finished on the device."""
+    return all(x.is_ready() for x in jax.tree.leaves(metrics))
 
 
 def _check_batch_size(batch: HostBatch, accum: int) -> None:
@@ -246,7 +255,13 @@ def train_and_evaluate(
         peak = measured_peak_flops()
         log.info("MFU is relative to a measured matmul peak of %.3g FLOP/s per device", peak)
     pending: list[tuple[int, dict[str, jax.Array], dict[str, float]]] = []
-    window = {"examples": 0.0, "tokens": 0.0, "time": time.perf_counter(), "has_tokens": False}
+    window = {
+        "examples": 0.0,
+        "tokens": 0.0,
+        "input_wait": 0.0,
+        "time": time.perf_counter(),
+        "has_tokens": False,
+    }
     eval_metrics: dict[str, float] = {}
     preempted = False
 
@@ -280,7 +295,9 @@ def train_and_evaluate(
                     flops_per_example=task.flops_per_example,
                     peak_flops=peak,
                 )
-                window.update(examples=0.0, tokens=0.0, time=now)
+                if now > window["time"]:
+                    rates["input_wait_fraction"] = window["input_wait"] / (now - window["time"])
+                window.update(examples=0.0, tokens=0.0, input_wait=0.0, time=now)
                 scalars = {k: float(v) for k, v in values.items()}
                 writer.write(done, {**scalars, **rates})
 
@@ -293,6 +310,7 @@ def train_and_evaluate(
     try:
         with jax.set_mesh(mesh), TerminationSignal(enabled=jax.process_count() == 1) as term:
             for step in range(start, num_steps):
+                waiting_since = time.perf_counter()
                 try:
                     local_batch = next(batch_iter)
                 except StopIteration:
@@ -300,6 +318,8 @@ def train_and_evaluate(
                         f"The batch iterator ran out at step {step} of {num_steps}; make it "
                         "repeat (epochs) or lower train.num_steps."
                     ) from None
+                if not pending or _finished(pending[-1][1]):  # else the device was busy
+                    window["input_wait"] += time.perf_counter() - waiting_since
                 if step == start:
                     _check_batch_size(local_batch, accum)
                 counts = {k: float(v) for k, v in count_fn(local_batch).items()}
