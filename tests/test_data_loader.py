@@ -8,6 +8,7 @@ import hashlib
 import operator
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -387,6 +388,18 @@ def test_worker_processes_raise_errors_at_the_failing_step() -> None:
             next(it)
         with pytest.raises(StopIteration):
             next(it)
+
+
+def test_worker_processes_outlive_sigterm_and_ctrl_c() -> None:
+    # A preemption signals every process; the consumer saves a checkpoint at the next step,
+    # for which it still needs its batches.
+    with prefetch_steps(functools.partial(operator.mul, 3), 0, workers=2) as it:
+        assert next(it) == 0
+        for pid in list(it._pool._processes):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert [next(it) for _ in range(6)] == [3, 6, 9, 12, 15, 18]
 
 
 def test_eval_split_is_fixed_and_held_out(synthetic: TokenizedCorpus) -> None:

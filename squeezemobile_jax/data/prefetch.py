@@ -8,6 +8,7 @@ import collections
 import concurrent.futures
 import multiprocessing
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -121,18 +122,22 @@ class ProcessPrefetchIterator(Generic[T]):
         if workers < 1:
             raise ValueError(f"prefetch workers must be >= 1, got {workers}")
         self.step = start_step
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = (
-            concurrent.futures.ProcessPoolExecutor(
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._next_submit = start_step
+        # The workers start with this thread's signal mask: blocked until they ignore them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CONSUMER_SIGNALS)
+        try:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
                 workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_install_producer,
                 initargs=(produce,),
             )
-        )
-        self._in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
-        self._next_submit = start_step
-        for _ in range(max(depth, workers + 1)):
-            self._submit()
+            for _ in range(max(depth, workers + 1)):
+                self._submit()  # the first submission starts the workers
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _submit(self) -> None:
         assert self._pool is not None
@@ -176,7 +181,16 @@ class ProcessPrefetchIterator(Generic[T]):
 _worker_produce: Callable[[int], object] | None = None
 
 
+# A preemption's SIGTERM (sent to every process) and Ctrl-C are the consumer's to handle: it
+# saves a checkpoint at the next step, so its workers must outlive them. They stop when the
+# consumer closes the pool or exits.
+_CONSUMER_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _install_producer(produce: Callable[[int], object]) -> None:
+    for signum in _CONSUMER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _CONSUMER_SIGNALS)
     global _worker_produce
     _worker_produce = produce
 
