@@ -1,11 +1,14 @@
-"""Measures pretraining-example throughput (examples/s on one core) of the data pipeline.
+"""Measures pretraining-example throughput (examples/s) of the data pipeline.
 
   python scripts/data_throughput.py                      # built-in corpus, trained vocab
   python scripts/data_throughput.py --tokenizer path/to/vocab.txt --whole_word_masking
   python scripts/data_throughput.py --text_files corpus.txt --max_seq_length 512
+  python scripts/data_throughput.py --num_workers 0,2,4     # thread, 2 and 4 processes
 
 Tokenising the corpus (cached) is not timed; the figure covers pairing, truncation, layout
-and masking of training batches, i.e. the per-step work of `PretrainingLoader.batch_at`.
+and masking of training batches, i.e. the per-step work of `PretrainingLoader.batch_at`, first
+called directly, then through the loader's iterator with each `--num_workers` setting
+(0: one background thread; N: N worker processes, their start-up not timed).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     p.add_argument("--whole_word_masking", action="store_true")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--num_workers", default="0", help="comma list of worker-process counts")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -73,12 +77,16 @@ def main() -> None:
             f"{args.whole_word_masking}, {args.steps} x {args.batch_size} examples, "
             f"vocab {tokenizer.vocab_size})"
         )
-        with loader.iterator(start_step=1) as it:
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                next(it)
-            elapsed = time.perf_counter() - start
-        print(f"{args.steps * args.batch_size / elapsed:,.0f} examples/s (prefetching iterator)")
+        for workers in [int(n) for n in args.num_workers.split(",")]:
+            loader.num_workers = workers
+            with loader.iterator(start_step=1) as it:
+                next(it)  # the workers have started
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    next(it)
+                elapsed = time.perf_counter() - start
+            how = f"{workers} worker process(es)" if workers else "background thread"
+            print(f"{args.steps * args.batch_size / elapsed:,.0f} examples/s (iterator, {how})")
 
 
 if __name__ == "__main__":
