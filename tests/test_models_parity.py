@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import torch
 from flax import nnx
 from hf_reference import hf_model, ours_from_hf, padded_batch, torch_inputs
 
-from squeezemobile_jax.models import get_model_config
+from squeezemobile_jax.models import get_model_config, layers
 from squeezemobile_jax.training import inference_jit
 
 ATOL = 1e-4
@@ -80,6 +81,27 @@ def test_head_parity(family, head):
     else:
         assert out.logits.shape == tuple(ref.logits.shape)
         assert max_err(out.logits, ref.logits) <= ATOL
+
+
+@pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
+def test_fused_attention_path_parity(family, monkeypatch):
+    # Accelerators run attention through jax.nn.dot_product_attention when no maps are asked
+    # for; here the same call runs on the CPU (XLA's implementation) against HF.
+    monkeypatch.setattr(layers, "use_fused_attention", lambda: True)
+    calls = []
+    fused = jax.nn.dot_product_attention
+    monkeypatch.setattr(
+        jax.nn, "dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k)
+    )
+    config = SMALL[family]
+    reference = hf_model(config, "base")
+    ours, _ = ours_from_hf(config, "base", reference)
+    ids, mask, types = padded_batch(config.vocab_size)
+    ref = reference(**torch_inputs(ids, mask, types))
+    out = ours(ids, mask, types)
+    assert len(calls) == config.num_hidden_layers
+    assert max_err(out.last_hidden_state, ref.last_hidden_state) <= ATOL
+    assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
 
 
 @pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])

@@ -291,6 +291,11 @@ def split_heads(x: Array, num_heads: int) -> Array:
     return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
 
 
+def use_fused_attention() -> bool:
+    """Whether `attention` may call `jax.nn.dot_product_attention` (off-CPU backends)."""
+    return jax.default_backend() != "cpu"
+
+
 def attention(
     query: Array,
     key: Array,
@@ -316,7 +321,7 @@ def attention(
     """
     b, t, n, d = query.shape
     use_dropout = not deterministic and dropout_rate > 0.0
-    if not need_weights and not use_dropout and jax.default_backend() != "cpu":
+    if not need_weights and not use_dropout and use_fused_attention():
         mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
         context = jax.nn.dot_product_attention(query, key, value, mask=mask)
         return context.reshape(b, t, -1), None, None
