@@ -30,7 +30,8 @@ MetricFn = Callable[[nnx.Module, Mapping[str, jax.Array]], Mapping[str, jax.Arra
 # backward and update). A forward pass alone mostly runs faster with its matmuls on XNNPACK and
 # its other fusions XLA's own (same-process A/B on 2 cores, float32, length 128): batch-1
 # latency 25% lower for MobileBERT, 12% for SqueezeBERT, 4% for BERT-base; batch 32 14-16%
-# lower for SqueezeBERT and BERT-base, unchanged for MobileBERT. MobileBERT's training step is
+# lower for SqueezeBERT and BERT-base, unchanged for MobileBERT (net of a cost: with XNNPACK on,
+# XLA splits softmax and LayerNorm reductions in two, 2-3x slower). MobileBERT's training step is
 # 10% slower under the same options, so only forward-only programs get them (they are per
 # compilation). Some large weights run slower on XNNPACK (and Eigen) than on YNNPACK:
 # IB-BERT's 1024 x 4096 FFN at 60-80 GFLOP/s against 105-125, a 2048 x 2048 weight 13% slower,
