@@ -7,9 +7,13 @@ For each model it measures, after warm-up, the median over repeated runs of:
     backward and update. Ours computes MLM logits only at the masked positions (as BERT's
     original code); HF's classes compute them at every position, which is what its users get;
   * compile time of our jitted step, peak memory (resident set of the measuring process) and
-    model-FLOPs utilisation against a peak this run measures itself (a large float32 matmul).
+    model-FLOPs utilisation against a peak this run measures itself (a large matmul in the
+    step's dtype; on a device with a known datasheet peak, MFU against that too);
+  * how many cuDNN fused-attention calls the compiled step makes (0 off GPUs, or where
+    attention needs its maps or dropout).
 Ours runs its stacked layers in `lax.scan` and/or unrolled (`--layers`); each mode gets its
-own rows.
+own rows. `--dtype bfloat16` computes in bfloat16 (float32 parameters) and measures ours only;
+`--attention-dropout 0` lets the training step take the fused attention path on GPUs.
 Every measurement runs in its own subprocess, so frameworks and models do not share threads,
 caches or memory; with `--rounds N` each runs N times, ours and the peer's taking turns, and
 the figures are medians across rounds (a shared machine drifts over minutes). Ours runs as
@@ -21,6 +25,8 @@ the command that made it, goes to stdout and optionally to a file.
 
     python scripts/benchmark.py --models squeezebert,bert-base,mobilebert,ib-bert \
         --inference-batches 1,32 --layers scan,unrolled --output BENCHMARKS.md
+    python scripts/benchmark.py --models ib-bert --dtype bfloat16 --attention-dropout 0 \
+        --batch 32 --length 512 --inference-batches 32     # the teacher on an accelerator
 """
 
 from __future__ import annotations
@@ -50,9 +56,13 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from squeezemobile_jax.models import build_model, get_model_config  # noqa: E402
+from squeezemobile_jax.models.config import PRESETS  # noqa: E402
 from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
 from squeezemobile_jax.training.evaluation import inference_jit  # noqa: E402
-from squeezemobile_jax.training.metric_writer import measured_peak_flops  # noqa: E402
+from squeezemobile_jax.training.metric_writer import (  # noqa: E402
+    measured_peak_flops,
+    peak_flops_per_device,
+)
 
 MODELS = {  # benchmark name -> preset
     "squeezebert": "squeezebert-uncased",
@@ -63,6 +73,7 @@ MODELS = {  # benchmark name -> preset
 
 
 LAYER_MODES = {"scan": "scanned layers", "unrolled": "unrolled layers"}
+FUSED_ATTENTION_CALL = 'custom_call_target="__cudnn$fmha'  # cuDNN's fused attention kernels
 NOTES_HEADING = "## Reading the figures"  # a hand-written section of --output, kept on reruns
 
 
@@ -109,7 +120,8 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
 def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, seed: int = 0):
     """A right-padded pretraining batch (NumPy), like the data pipeline produces."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, vocab_size - 10, size=(batch, length)).astype(np.int32)
+    low = min(1000, vocab_size // 2)  # ordinary word pieces, past the special tokens
+    ids = rng.integers(low, max(low + 1, vocab_size - 10), size=(batch, length)).astype(np.int32)
     mask = np.ones((batch, length), np.int32)
     mask[batch // 2 :, length - length // 8 :] = 0
     types = np.zeros((batch, length), np.int32)
@@ -145,8 +157,9 @@ def ours_inference(config, batch: dict, repeats: int, warmup: int) -> float:
     return median_time(lambda: forward(state, *args).block_until_ready(), repeats, warmup)
 
 
-def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[float, float]:
-    """(median step seconds, compile seconds) of a full MLM + NSP AdamW step."""
+def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[float, float, int]:
+    """(median step seconds, compile seconds, cuDNN fused-attention calls in the compiled
+    program) of a full MLM + NSP AdamW step."""
     model = build_model(config, "pretraining")
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
@@ -187,7 +200,8 @@ def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[flo
         state[0], state[1], loss = compiled(state[0], state[1], device_batch, rng)
         loss.block_until_ready()
 
-    return median_time(run, repeats, warmup), compile_s
+    fused_calls = compiled.as_text().count(FUSED_ATTENTION_CALL)
+    return median_time(run, repeats, warmup), compile_s, fused_calls
 
 
 # ------------------------------------------------------------------------------- peer
@@ -266,9 +280,13 @@ def peak_rss_mb() -> float:
 
 def run_worker(args: argparse.Namespace) -> dict:
     """One measurement in this process: {value, peak_mb[, compile_s]} as JSON on stdout."""
-    config = get_model_config(MODELS[args.model], scan_layers=args.layers == "scan")
-    if args.measure == "peak":
-        return {"value": measured_peak_flops()}
+    overrides = {"scan_layers": args.layers == "scan", "compute_dtype": args.dtype}
+    if args.attention_dropout is not None:
+        overrides["attention_probs_dropout_prob"] = args.attention_dropout
+    config = get_model_config(MODELS.get(args.model, args.model), **overrides)
+    if args.measure == "peak":  # accelerators need a bigger matmul to reach their peak
+        size = 2048 if jax.default_backend() == "cpu" else 8192
+        return {"value": measured_peak_flops(size, dtype=args.dtype)}
     b = args.batch
     batch = synthetic_batch(config.vocab_size, b, args.length, args.predictions)
     out: dict = {}
@@ -276,7 +294,9 @@ def run_worker(args: argparse.Namespace) -> dict:
         fn = ours_inference if args.framework == "ours" else hf_inference
         out["value"] = fn(config, batch, args.repeats, args.warmup)
     elif args.framework == "ours":
-        out["value"], out["compile_s"] = ours_train_step(config, batch, args.repeats, args.warmup)
+        out["value"], out["compile_s"], out["fused_attention_calls"] = ours_train_step(
+            config, batch, args.repeats, args.warmup
+        )
         out["flops"] = training_flops_per_example(config, args.length, args.predictions) * b
     else:
         out["value"] = hf_train_step(config, batch, args.repeats, args.warmup)
@@ -287,8 +307,9 @@ def run_worker(args: argparse.Namespace) -> dict:
 def measure(args: argparse.Namespace, malloc: str = "keep", **worker: object) -> dict:
     """Runs one worker subprocess (host allocator mode `malloc`) and returns its JSON result."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"]
-    for key in ("length", "predictions", "repeats", "warmup"):
-        cmd += [f"--{key}", str(getattr(args, key))]
+    for key in ("length", "predictions", "repeats", "warmup", "dtype", "attention_dropout"):
+        if getattr(args, key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     for key, value in worker.items():
         cmd += [f"--{key}", str(value)]
     env = dict(os.environ, **{ENV_VAR: malloc})
@@ -343,14 +364,16 @@ def markdown(rows: list[Row], command: str, args: argparse.Namespace, peak: floa
             f"| {r.model} | {r.metric} | {cell(r.ours, r.unit)} | {cell(r.peer, r.unit)} "
             f"| {cell(r.peer_keep, r.unit)} | {speedup} |"
         )
+    device = jax.devices()[0]
     header = (
         f"Command: `{command}`\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
-        f"{jax.devices()[0].platform}, PyTorch {torch.__version__} ({torch.get_num_threads()} "
-        f"threads); measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s. Training: batch "
-        f"{args.batch}, length {args.length}, {args.predictions} masked positions, AdamW, "
-        f"dropout on; inference: the trunk at length {args.length} (ours compiled with "
-        "`inference_jit`, as our prediction and evaluation steps). float32, medians of "
+        f"{device.platform} ({device.device_kind}), PyTorch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); measured {args.dtype} matmul peak "
+        f"{peak / 1e9:.1f} GFLOP/s. Training: batch {args.batch}, length {args.length}, "
+        f"{args.predictions} masked positions, AdamW, dropout on; inference: the trunk at length "
+        f"{args.length} (ours compiled with `inference_jit`, as our prediction and evaluation "
+        f"steps). Ours computes in {args.dtype}, the peer in float32; medians of "
         f"{args.repeats} runs after {args.warmup} warm-up runs, each measurement in its own "
         f"process; {args.rounds} round(s) of processes, ours and the peer's taking turns, and "
         "the median across rounds. Ours runs with the host allocator in keep mode, as our "
@@ -381,6 +404,18 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list of how our stacked layers run: scan (lax.scan, scan_layers=True) "
         "and/or unrolled (scan_layers=False); each is measured",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="our compute dtype (parameters stay float32); bfloat16 measures ours only",
+    )
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        help="attention_probs_dropout_prob for our models (default: the preset's); 0 lets "
+        "GPU training steps use fused attention",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip HF PyTorch")
     parser.add_argument(
         "--output",
@@ -398,9 +433,9 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     models = args.models.split(",")
-    unknown = [name for name in models if name not in MODELS]
+    unknown = [name for name in models if name not in MODELS and name not in PRESETS]
     if unknown:
-        parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)} or a preset")
     modes = args.layers.split(",")
     if any(m not in LAYER_MODES for m in modes):
         parser.error(f"--layers: expected a comma list of {list(LAYER_MODES)}, got {args.layers!r}")
@@ -408,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--rounds: expected at least 1, got {args.rounds}")
 
     peak = measure(args, model="bert-base", framework="ours", measure="peak", batch=1)["value"]
+    datasheet_peak = peak_flops_per_device()  # bfloat16 dense, for known accelerators
     rows: list[Row] = []
 
     def add(row: Row) -> None:
@@ -418,7 +454,11 @@ def main(argv: list[str] | None = None) -> None:
         return f"{metric}, {LAYER_MODES[mode]}"
 
     for name in models:
-        with_peer = not args.no_peer and name != "ib-bert"  # HF cannot build IB-BERT
+        with_peer = (
+            not args.no_peer
+            and args.dtype == "float32"  # the peer runs float32 on the host
+            and not MODELS.get(name, name).startswith("ib-bert")  # HF cannot build IB-BERT
+        )
         for b in (int(x) for x in args.inference_batches.split(",")):
             kw = dict(model=name, measure="inference", batch=b)
             results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
@@ -454,6 +494,20 @@ def main(argv: list[str] | None = None) -> None:
             )
             mfu = 100 * ours["flops"] / ours["value"] / peak
             add(Row(name, label("train step MFU", mode), mfu, None, "%", True))
+            if datasheet_peak:
+                mfu = 100 * ours["flops"] / ours["value"] / datasheet_peak
+                add(Row(name, label("train step MFU, datasheet peak", mode), mfu, None, "%", True))
+            calls = ours["fused_attention_calls"]
+            add(
+                Row(
+                    name,
+                    label("train step fused attention calls", mode),
+                    calls,
+                    None,
+                    "calls",
+                    True,
+                )
+            )
             add(
                 Row(
                     name,

@@ -45,16 +45,16 @@ def peak_flops_per_device(device_kind: str | None = None) -> float | None:
 
 
 @functools.cache
-def measured_peak_flops(size: int = 2048, repeats: int = 20) -> float:
-    """FLOP/s of one device on a large float32 matmul (best of `repeats`, enough to ride out
+def measured_peak_flops(size: int = 2048, repeats: int = 20, dtype: str = "float32") -> float:
+    """FLOP/s of one device on a large matmul in `dtype` (best of `repeats`, enough to ride out
     a busy neighbour on a shared host): the peak MFU is measured against on devices without a
-    known figure (CPUs). Measured once per process."""
+    known figure (CPUs). Measured once per process and arguments."""
     import time
 
     import jax.numpy as jnp
 
     device = jax.devices()[0]
-    a = jax.device_put(jnp.ones((size, size), jnp.float32), device)
+    a = jax.device_put(jnp.ones((size, size), dtype), device)
     matmul = jax.jit(lambda x: x @ x)
     matmul(a).block_until_ready()
     best = float("inf")

@@ -1,0 +1,57 @@
+"""scripts/benchmark.py end to end on a tiny model: bfloat16 compute, the attention-dropout
+override, and the MFU and fused-attention rows."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from squeezemobile_jax.models import get_model_config
+from squeezemobile_jax.models.flops import training_flops_per_example
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    batch, length, predictions = 2, 32, 4
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "--models=squeezebert-test",
+        "--inference-batches=1",
+        f"--batch={batch}",
+        f"--length={length}",
+        f"--predictions={predictions}",
+        "--repeats=1",
+        "--warmup=1",
+        "--dtype=bfloat16",
+        "--attention-dropout=0",
+        f"--output={out}",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    text = out.read_text()
+    assert "measured bfloat16 matmul peak" in text and "Ours computes in bfloat16" in text
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == "squeezebert-test":
+            rows[cells[1].removesuffix(", scanned layers")] = cells[2:]
+    # bfloat16 measures ours only: every peer column is empty.
+    assert all(r[1:4] == ["-", "-", "-"] for r in rows.values()), rows
+
+    def number(cell: str) -> float:
+        return float(cell.split()[0].replace(",", ""))
+
+    assert number(rows["inference latency b=1"][0]) > 0
+    assert rows["train step fused attention calls"][0] == "0 calls"  # no cuDNN on a CPU
+    # MFU = model FLOPs of the step / step time / the measured peak, from the figures shown.
+    peak = float(re.search(r"matmul peak ([\d.]+) GFLOP/s", text).group(1)) * 1e9
+    step_seconds = batch * length / number(rows["train step throughput"][0])
+    flops = batch * training_flops_per_example(
+        get_model_config("squeezebert-test"), length, predictions
+    )
+    mfu = number(rows["train step MFU"][0])
+    assert abs(mfu - 100 * flops / step_seconds / peak) <= 0.01 * mfu
