@@ -279,7 +279,8 @@ def peak_rss_mb() -> float:
 
 
 def run_worker(args: argparse.Namespace) -> dict:
-    """One measurement in this process: {value, peak_mb[, compile_s]} as JSON on stdout."""
+    """One measurement in this process as JSON on stdout: {value, peak_mb} and, for our
+    training step, compile_s, flops and fused_attention_calls."""
     overrides = {"scan_layers": args.layers == "scan", "compute_dtype": args.dtype}
     if args.attention_dropout is not None:
         overrides["attention_probs_dropout_prob"] = args.attention_dropout
@@ -365,19 +366,23 @@ def markdown(rows: list[Row], command: str, args: argparse.Namespace, peak: floa
             f"| {cell(r.peer_keep, r.unit)} | {speedup} |"
         )
     device = jax.devices()[0]
+    attention_dropout = (
+        "" if args.attention_dropout is None else f" (attention dropout {args.attention_dropout})"
+    )
     header = (
         f"Command: `{command}`\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
         f"{device.platform} ({device.device_kind}), PyTorch {torch.__version__} "
         f"({torch.get_num_threads()} threads); measured {args.dtype} matmul peak "
         f"{peak / 1e9:.1f} GFLOP/s. Training: batch {args.batch}, length {args.length}, "
-        f"{args.predictions} masked positions, AdamW, dropout on; inference: the trunk at length "
-        f"{args.length} (ours compiled with `inference_jit`, as our prediction and evaluation "
-        f"steps). Ours computes in {args.dtype}, the peer in float32; medians of "
-        f"{args.repeats} runs after {args.warmup} warm-up runs, each measurement in its own "
-        f"process; {args.rounds} round(s) of processes, ours and the peer's taking turns, and "
-        "the median across rounds. Ours runs with the host allocator in keep mode, as our "
-        "entry points run it; the peer with glibc's default allocator and in keep mode.\n\n"
+        f"{args.predictions} masked positions, AdamW, dropout on{attention_dropout}; inference: "
+        f"the trunk at length {args.length} (ours compiled with `inference_jit`, as our "
+        f"prediction and evaluation steps). Ours computes in {args.dtype}, the peer in "
+        f"float32; medians of {args.repeats} runs after {args.warmup} warm-up runs, each "
+        f"measurement in its own process; {args.rounds} round(s) of processes, ours and the "
+        "peer's taking turns, and the median across rounds. Ours runs with the host allocator "
+        "in keep mode, as our entry points run it; the peer with glibc's default allocator and "
+        "in keep mode.\n\n"
     )
     return header + "\n".join(lines) + "\n"
 

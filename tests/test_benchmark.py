@@ -34,6 +34,7 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     text = out.read_text()
     assert "measured bfloat16 matmul peak" in text and "Ours computes in bfloat16" in text
+    assert "dropout on (attention dropout 0.0)" in text
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
