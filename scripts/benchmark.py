@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8, help="training batch size")
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--predictions", type=int, default=20, help="masked positions per row")
-    parser.add_argument("--inference-batches", default="1,32", help="comma list, e.g. 1,32")
+    parser.add_argument(
+        "--inference-batches", default="1,32", help="comma list, e.g. 1,32 ('' for none)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -444,6 +446,13 @@ def main(argv: list[str] | None = None) -> None:
     modes = args.layers.split(",")
     if any(m not in LAYER_MODES for m in modes):
         parser.error(f"--layers: expected a comma list of {list(LAYER_MODES)}, got {args.layers!r}")
+    try:
+        inference_batches = [int(x) for x in args.inference_batches.split(",") if x]
+    except ValueError:
+        parser.error(
+            "--inference-batches: expected a comma list of integers, got "
+            f"{args.inference_batches!r}"
+        )
     if args.rounds < 1:
         parser.error(f"--rounds: expected at least 1, got {args.rounds}")
 
@@ -464,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
             and args.dtype == "float32"  # the peer runs float32 on the host
             and not MODELS.get(name, name).startswith("ib-bert")  # HF cannot build IB-BERT
         )
-        for b in (int(x) for x in args.inference_batches.split(",")):
+        for b in inference_batches:
             kw = dict(model=name, measure="inference", batch=b)
             results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
             peer, peer_keep = results.get("peer"), results.get("peer_keep")
@@ -528,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
             add(Row(name, label("train step compile time", mode), compile_s, None, "s", False))
 
     by_name = {(r.model, r.metric): r for r in rows}
-    for b in args.inference_batches.split(","):
+    for b in inference_batches:
         for mode in modes:
             metric = label(f"inference latency b={b}", mode)
             squeeze = by_name.get(("squeezebert", metric))

@@ -21,7 +21,7 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
         sys.executable,
         str(REPO / "scripts" / "benchmark.py"),
         "--models=squeezebert-test",
-        "--inference-batches=1",
+        "--inference-batches=",  # the training step only, to keep the test short
         f"--batch={batch}",
         f"--length={length}",
         f"--predictions={predictions}",
@@ -46,7 +46,7 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
     def number(cell: str) -> float:
         return float(cell.split()[0].replace(",", ""))
 
-    assert number(rows["inference latency b=1"][0]) > 0
+    assert not any(metric.startswith("inference") for metric in rows)
     assert rows["train step fused attention calls"][0] == "0 calls"  # no cuDNN on a CPU
     # MFU = model FLOPs of the step / step time / the measured peak, from the figures shown.
     peak = float(re.search(r"matmul peak ([\d.]+) GFLOP/s", text).group(1)) * 1e9
