@@ -402,6 +402,16 @@ def test_worker_processes_outlive_sigterm_and_ctrl_c() -> None:
         assert [next(it) for _ in range(6)] == [3, 6, 9, 12, 15, 18]
 
 
+def test_a_killed_worker_is_a_clear_error() -> None:
+    with prefetch_steps(functools.partial(operator.mul, 3), 0, workers=1) as it:
+        assert next(it) == 0
+        for pid in list(it._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"worker process died while making step \d"):
+            for _ in range(10):  # the steps made before the kill may still arrive
+                next(it)
+
+
 def test_eval_split_is_fixed_and_held_out(synthetic: TokenizedCorpus) -> None:
     special = synthetic_special(synthetic)
     kwargs = dict(

@@ -152,6 +152,12 @@ class ProcessPrefetchIterator(Generic[T]):
             raise StopIteration
         try:
             item = self._in_flight.popleft().result()
+        except concurrent.futures.BrokenExecutor as e:  # a worker died
+            self.close()
+            raise RuntimeError(
+                f"a prefetch worker process died while making step {self.step} (killed, e.g. "
+                "out of memory?); the steps before it were delivered"
+            ) from e
         except BaseException:
             self.close()
             raise
