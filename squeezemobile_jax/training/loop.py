@@ -294,9 +294,8 @@ def train_and_evaluate(
                     tokens=window["tokens"] if window["has_tokens"] else None,
                     flops_per_example=task.flops_per_example,
                     peak_flops=peak,
+                    input_wait=window["input_wait"],
                 )
-                if now > window["time"]:
-                    rates["input_wait_fraction"] = window["input_wait"] / (now - window["time"])
                 window.update(examples=0.0, tokens=0.0, input_wait=0.0, time=now)
                 scalars = {k: float(v) for k, v in values.items()}
                 writer.write(done, {**scalars, **rates})

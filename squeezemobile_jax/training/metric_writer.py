@@ -72,11 +72,13 @@ def throughput(
     tokens: float | None = None,
     flops_per_example: float | None = None,
     peak_flops: float | None = None,
+    input_wait: float | None = None,
 ) -> dict[str, float]:
-    """examples/s, tokens/s and model-FLOPs utilisation over an interval.
+    """examples/s, tokens/s, model-FLOPs utilisation and the input-wait share of an interval.
 
     MFU = flops_per_example * examples/s / (peak_flops * n_devices); flops_per_example
     counts the forward and backward pass (e.g. about 6 * params * tokens per example).
+    input_wait_fraction = input_wait / seconds (the seconds the device waited for input).
     """
     if seconds <= 0:
         return {}
@@ -85,6 +87,8 @@ def throughput(
         out["tokens_per_sec"] = tokens / seconds
     if flops_per_example and peak_flops:
         out["mfu"] = flops_per_example * out["examples_per_sec"] / (peak_flops * n_devices)
+    if input_wait is not None:
+        out["input_wait_fraction"] = input_wait / seconds
     return out
 
 
