@@ -83,25 +83,78 @@ def test_head_parity(family, head):
         assert max_err(out.logits, ref.logits) <= ATOL
 
 
+def mask_with_holes(mask):
+    """The padded batch's mask with kept tokens that do not come first: row 0 loses two
+    middle tokens, row 1 is left-padded (its tokens moved to the end), row 2 stays."""
+    holes = mask.copy()
+    holes[0, 3:5] = 0
+    holes[1] = np.roll(mask[1], mask.shape[1] - int(mask[1].sum()))
+    return holes
+
+
 @pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
-def test_fused_attention_path_parity(family, monkeypatch):
+@pytest.mark.parametrize("layout", ["right_padded", "holes"])
+def test_fused_attention_path_parity(family, layout, monkeypatch):
     # Accelerators run attention through jax.nn.dot_product_attention when no maps are asked
-    # for; here the same call runs on the CPU (XLA's implementation) against HF.
+    # for, with the mask as key lengths; here the same call runs on the CPU (XLA's
+    # implementation) against HF, also for masks whose kept tokens do not come first.
     monkeypatch.setattr(layers, "use_fused_attention", lambda: True)
     calls = []
     fused = jax.nn.dot_product_attention
     monkeypatch.setattr(
-        jax.nn, "dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k)
+        jax.nn, "dot_product_attention", lambda *a, **k: calls.append(k) or fused(*a, **k)
     )
     config = SMALL[family]
     reference = hf_model(config, "base")
     ours, _ = ours_from_hf(config, "base", reference)
     ids, mask, types = padded_batch(config.vocab_size)
-    ref = reference(**torch_inputs(ids, mask, types))
-    out = ours(ids, mask, types)
+    if layout == "holes":
+        mask = mask_with_holes(mask)
+    ref = reference(**torch_inputs(ids, mask, types), output_hidden_states=True)
+    out = ours(ids, mask, types, output_hidden_states=True)
     assert len(calls) == config.num_hidden_layers
+    assert all(k["implementation"] == "xla" for k in calls)  # float32 on the CPU
+    ref_hidden = np.stack([h.numpy() for h in ref.hidden_states])
+    assert max_err(out.hidden_states, ref_hidden) <= ATOL
     assert max_err(out.last_hidden_state, ref.last_hidden_state) <= ATOL
     assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
+
+
+def numpy_attention(q, k, v, mask):
+    """Masked softmax attention in float64: q, k, v [B, T, N, D], mask [B, T]."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bnqk,bknd->bqnd", probs, v)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_fused_attention_kernel_choice(dtype, monkeypatch, caplog):
+    # On a CUDA GPU 16-bit inputs ask for cuDNN's kernels (jax.nn.dot_product_attention would
+    # otherwise run XLA's unfused attention); float32 asks for XLA's. Here the backend claims
+    # to be a GPU, so the cuDNN attempt fails ("cuDNN is not detected") and falls back.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    implementations = []
+    fused = jax.nn.dot_product_attention
+    monkeypatch.setattr(
+        jax.nn,
+        "dot_product_attention",
+        lambda *a, **k: implementations.append(k["implementation"]) or fused(*a, **k),
+    )
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 8, 2, 16)).astype(np.float32) for _ in range(3))
+    mask = np.array([[1] * 8, [1] * 5 + [0] * 3], np.int32)
+    with caplog.at_level("WARNING", logger=layers.__name__):
+        out = layers.fused_attention(*(jax.numpy.asarray(x, dtype) for x in (q, k, v)), mask)
+    expected = ["cudnn", "xla"] if dtype == "bfloat16" else ["xla"]
+    assert implementations == expected
+    assert out.dtype == dtype
+    tolerance = 3e-2 if dtype == "bfloat16" else 1e-5
+    assert max_err(out, numpy_attention(q, k, v, mask)) <= tolerance
+    if dtype == "bfloat16":
+        assert "cuDNN is not detected" in caplog.text
 
 
 @pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])

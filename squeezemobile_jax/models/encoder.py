@@ -15,8 +15,11 @@ from squeezemobile_jax.models.layers import (
     KeySplitter,
     LayerOutput,
     Pooler,
+    attention_is_fused,
     encoder_output,
+    kept_tokens_first,
     run_stacked_layers,
+    take_tokens,
 )
 
 Array = jax.Array
@@ -81,6 +84,18 @@ class Encoder(nnx.Module):
             deterministic=deterministic,
         )
         need_weights = output_attentions or output_attention_scores
+        # The fused attention path masks keys by count, so the layers then see each row's kept
+        # tokens first (right-padded rows stay as they are). Every other operation of a layer
+        # acts per token and attention does not depend on key order, so reordering the tokens
+        # and putting the outputs back is exact; hidden dropout draws its masks by position.
+        order = None
+        if attention_mask is not None and attention_is_fused(
+            need_weights=need_weights,
+            dropout_rate=self.config.attention_probs_dropout_prob,
+            deterministic=deterministic,
+        ):
+            order = kept_tokens_first(attention_mask)
+            attention_mask = take_tokens(attention_mask, order)
 
         def call_layer(layer: nnx.Module, h: Array, key: Array | None) -> LayerOutput:
             return layer(
@@ -89,13 +104,18 @@ class Encoder(nnx.Module):
 
         final, per_layer = run_stacked_layers(
             self.layers,
-            hidden,
+            hidden if order is None else take_tokens(hidden, order),
             call_layer,
             num_layers=self.config.num_hidden_layers,
             dropout_rng=keys(),
             scan=self.config.scan_layers,
             remat=self.config.remat,
         )
+        if order is not None:
+            restore = jnp.argsort(order, axis=1)
+            final = take_tokens(final, restore)
+            if output_hidden_states:  # [L, B, T, H]
+                per_layer = per_layer.replace(hidden=take_tokens(per_layer.hidden, restore, 2))
         return encoder_output(
             hidden,
             final,
