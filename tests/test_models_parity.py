@@ -136,6 +136,7 @@ def test_fused_attention_kernel_choice(dtype, monkeypatch, caplog):
     # otherwise run XLA's unfused attention); float32 asks for XLA's. Here the backend claims
     # to be a GPU, so the cuDNN attempt fails ("cuDNN is not detected") and falls back.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    layers._warn_unfused.cache_clear()  # the warning is logged once per reason
     implementations = []
     fused = jax.nn.dot_product_attention
     monkeypatch.setattr(
