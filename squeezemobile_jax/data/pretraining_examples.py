@@ -123,13 +123,32 @@ class Pair(NamedTuple):
 
 
 def example_rng(
-    seed: int, epoch: int, index: int, stream: int = STREAM_TRAIN
+    seed: int,
+    epoch: int,
+    index: int,
+    stream: int = STREAM_TRAIN,
+    reuse: np.random.Generator | None = None,
 ) -> np.random.Generator:
-    """Independent random stream for one (seed, stream, epoch, example index)."""
+    """Independent random stream for one (seed, stream, epoch, example index).
+
+    With `reuse` (a Philox Generator), that generator is re-keyed in place and returned: the
+    same stream as a new one, for about a fifth of the cost of building one (~5 us against
+    ~28), and whatever it was drawing before is gone.
+    """
     if not (0 <= index < _MAX_INDEX and 0 <= epoch < _MAX_EPOCH and 0 <= stream < 4):
         raise ValueError(f"example key out of range: epoch={epoch}, index={index}")
     key = np.array([seed & MASK64, (stream << 62) | (epoch << 40) | index], dtype=np.uint64)
-    return np.random.Generator(np.random.Philox(key=key))
+    if reuse is None:
+        return np.random.Generator(np.random.Philox(key=key))
+    reuse.bit_generator.state = {  # Philox at counter 0 with an empty output buffer
+        "bit_generator": "Philox",
+        "state": {"counter": np.zeros(4, np.uint64), "key": key},
+        "buffer": np.zeros(4, np.uint64),
+        "buffer_pos": 4,
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return reuse
 
 
 def epoch_order(seed: int, epoch: int, num_examples: int) -> np.ndarray:

@@ -85,7 +85,7 @@ class PretrainingLoader:
       num_proc: worker processes for tokenising a corpus not yet cached.
       prefetch: batches computed ahead of the training step.
       num_workers: processes that make training batches (0: one background thread). A
-        process makes about 4,000 examples/s, so a host's batch of 8192 needs several to keep
+        process makes about 5,000-8,000 examples/s, so a host's batch of 8192 needs several to keep
         ahead of an accelerator step; the loader is pickled into each (a cached corpus by
         its file names).
 
@@ -181,6 +181,7 @@ class PretrainingLoader:
         self.eval_chunks: Chunks = plan_chunks(self._so, self._do, eval_docs, max_tokens)
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
+        self._per_thread = threading.local()
         self._log_summary()
 
     @classmethod
@@ -240,6 +241,14 @@ class PretrainingLoader:
         b = batch_size // self.process_count
         return step * batch_size + self.process_index * b + np.arange(b, dtype=np.int64)
 
+    def _generator(self) -> np.random.Generator:
+        """This thread's Generator, re-keyed per example (the prefetch thread and the main
+        thread's eval batches each have their own)."""
+        generator = getattr(self._per_thread, "generator", None)
+        if generator is None:
+            generator = self._per_thread.generator = np.random.Generator(np.random.Philox())
+        return generator
+
     def _order(self, epoch: int) -> np.ndarray:
         with self._orders_lock:
             order = self._orders.get(epoch)
@@ -256,7 +265,7 @@ class PretrainingLoader:
         return out
 
     def _write_train(self, epoch: int, index: int, out: Batch, row: int) -> None:
-        rng = example_rng(self.seed, epoch, index, STREAM_TRAIN)
+        rng = example_rng(self.seed, epoch, index, STREAM_TRAIN, reuse=self._generator())
         chunk = int(self._order(epoch)[index])
         pair = choose_pair(rng, self._so, self._do, self.train_chunks, chunk, self.options)
         write_example(rng, self._tokens, pair, self.options, self.special, out, row)
@@ -284,7 +293,7 @@ class PretrainingLoader:
     def __getstate__(self) -> dict[str, Any]:
         """Pickles for worker processes: the corpus arrays once (by file name when cached)."""
         state = dict(self.__dict__)
-        for derived in ("_tokens", "_so", "_do", "_orders", "_orders_lock"):
+        for derived in ("_tokens", "_so", "_do", "_orders", "_orders_lock", "_per_thread"):
             del state[derived]
         return state
 
@@ -295,6 +304,7 @@ class PretrainingLoader:
         self._do = self.corpus.document_offsets
         self._orders = {}
         self._orders_lock = threading.Lock()
+        self._per_thread = threading.local()
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterator()
@@ -307,7 +317,7 @@ class PretrainingLoader:
         examples = self._local_rows(i, self.eval_batch_size) % n
         out = empty_batch(len(examples), self.options)
         for r, index in enumerate(examples.tolist()):
-            rng = example_rng(self.seed, 0, index, STREAM_EVAL)
+            rng = example_rng(self.seed, 0, index, STREAM_EVAL, reuse=self._generator())
             pair = choose_pair(rng, self._so, self._do, self.eval_chunks, index, self.options)
             write_example(rng, self._tokens, pair, self.options, self.special, out, r)
         return out
