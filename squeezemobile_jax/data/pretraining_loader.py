@@ -171,18 +171,26 @@ class PretrainingLoader:
             raise ValueError("whole_word_masking needs SpecialIds.continuation (bool [vocab])")
         if self.corpus.num_documents == 0:
             raise ValueError("the corpus has no document")
-        self._tokens = self.corpus.tokens
-        self._so = self.corpus.sentence_offsets
-        self._do = self.corpus.document_offsets
+        self._attach_runtime_state()
         eval_docs = held_out_documents(self.corpus.num_documents, eval_documents)
         train_docs = np.setdiff1d(np.arange(self.corpus.num_documents), eval_docs)
         max_tokens = self.options.max_num_tokens
         self.train_chunks: Chunks = plan_chunks(self._so, self._do, train_docs, max_tokens)
         self.eval_chunks: Chunks = plan_chunks(self._so, self._do, eval_docs, max_tokens)
+        self._log_summary()
+
+    # Derived from the corpus or per process, so rebuilt rather than pickled.
+    _RUNTIME_STATE = ("_tokens", "_so", "_do", "_orders", "_orders_lock", "_per_thread")
+
+    def _attach_runtime_state(self) -> None:
+        """Aliases of the corpus arrays, the epoch-order cache and its lock, and the
+        per-thread random generators (`_RUNTIME_STATE`)."""
+        self._tokens = self.corpus.tokens
+        self._so = self.corpus.sentence_offsets
+        self._do = self.corpus.document_offsets
         self._orders: dict[int, np.ndarray] = {}
         self._orders_lock = threading.Lock()
         self._per_thread = threading.local()
-        self._log_summary()
 
     @classmethod
     def from_config(
@@ -292,19 +300,11 @@ class PretrainingLoader:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles for worker processes: the corpus arrays once (by file name when cached)."""
-        state = dict(self.__dict__)
-        for derived in ("_tokens", "_so", "_do", "_orders", "_orders_lock", "_per_thread"):
-            del state[derived]
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._tokens = self.corpus.tokens
-        self._so = self.corpus.sentence_offsets
-        self._do = self.corpus.document_offsets
-        self._orders = {}
-        self._orders_lock = threading.Lock()
-        self._per_thread = threading.local()
+        self._attach_runtime_state()
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterator()
