@@ -11,6 +11,9 @@ For each model it measures, after warm-up, the median over repeated runs of:
     step's dtype; on a device with a known datasheet peak, MFU against that too);
   * how many cuDNN fused-attention calls the compiled step makes (0 off GPUs, or where
     attention needs its maps or dropout).
+  * on a CPU, how many cores each framework keeps busy while timed (process CPU time over
+    wall time, spin-waiting threads included): XLA:CPU runs some ops, attention's batched
+    matmuls among them, on one core.
 Ours runs its stacked layers in `lax.scan` and/or unrolled (`--layers`); each mode gets its
 own rows. `--dtype bfloat16` computes in bfloat16 (float32 parameters) and measures ours only;
 `--attention-dropout 0` lets the training step take the fused attention path on GPUs.
@@ -42,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,6 +93,7 @@ class Row:
     unit: str
     higher_is_better: bool
     peer_keep: float | None = None
+    compared: bool = True  # whether the last column shows the ours/peer ratio
 
     @property
     def best_peer(self) -> float | None:
@@ -100,21 +105,31 @@ class Row:
     @property
     def speedup(self) -> float | None:
         peer = self.best_peer
-        if peer is None:
+        if peer is None or not self.compared:
             return None
         return self.ours / peer if self.higher_is_better else peer / self.ours
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
-    """Median wall time (s) of `fn()` over `repeats` runs after `warmup` runs."""
+class Timing(NamedTuple):
+    """`seconds`: median wall time of one run; `cores_busy`: CPU time of the whole process
+    (every thread, spinning ones too) over wall time across the timed runs."""
+
+    seconds: float
+    cores_busy: float
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> Timing:
+    """Times `fn()` over `repeats` runs after `warmup` runs."""
     for _ in range(warmup):
         fn()
     times = []
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    busy = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+    return Timing(statistics.median(times), busy)
 
 
 def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, seed: int = 0):
@@ -145,7 +160,7 @@ def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, 
 
 
 # ------------------------------------------------------------------------------- ours
-def ours_inference(config, batch: dict, repeats: int, warmup: int) -> float:
+def ours_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
     model = build_model(config)
     graphdef, state = nnx.split(model)
 
@@ -157,9 +172,9 @@ def ours_inference(config, batch: dict, repeats: int, warmup: int) -> float:
     return median_time(lambda: forward(state, *args).block_until_ready(), repeats, warmup)
 
 
-def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[float, float, int]:
-    """(median step seconds, compile seconds, cuDNN fused-attention calls in the compiled
-    program) of a full MLM + NSP AdamW step."""
+def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[Timing, float, int]:
+    """(step timing, compile seconds, cuDNN fused-attention calls in the compiled program) of
+    a full MLM + NSP AdamW step."""
     model = build_model(config, "pretraining")
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
@@ -220,7 +235,7 @@ def hf_model(config, head: str):
     return getattr(transformers, architecture_name(config, head))(hf_config)
 
 
-def hf_inference(config, batch: dict, repeats: int, warmup: int) -> float:
+def hf_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
     import torch
 
     model = hf_model(config, "base").eval()
@@ -236,7 +251,7 @@ def hf_inference(config, batch: dict, repeats: int, warmup: int) -> float:
     return median_time(run, repeats, warmup)
 
 
-def hf_train_step(config, batch: dict, repeats: int, warmup: int) -> float:
+def hf_train_step(config, batch: dict, repeats: int, warmup: int) -> Timing:
     """A full MLM + NSP AdamW step the way an HF user writes it (MLM logits everywhere)."""
     import torch
 
@@ -279,8 +294,8 @@ def peak_rss_mb() -> float:
 
 
 def run_worker(args: argparse.Namespace) -> dict:
-    """One measurement in this process as JSON on stdout: {value, peak_mb} and, for our
-    training step, compile_s, flops and fused_attention_calls."""
+    """One measurement in this process as JSON on stdout: {value (seconds), cores_busy,
+    peak_mb} and, for our training step, compile_s, flops and fused_attention_calls."""
     overrides = {"scan_layers": args.layers == "scan", "compute_dtype": args.dtype}
     if args.attention_dropout is not None:
         overrides["attention_probs_dropout_prob"] = args.attention_dropout
@@ -298,14 +313,15 @@ def run_worker(args: argparse.Namespace) -> dict:
     out: dict = {}
     if args.measure == "inference":
         fn = ours_inference if args.framework == "ours" else hf_inference
-        out["value"] = fn(config, batch, args.repeats, args.warmup)
+        timing = fn(config, batch, args.repeats, args.warmup)
     elif args.framework == "ours":
-        out["value"], out["compile_s"], out["fused_attention_calls"] = ours_train_step(
+        timing, out["compile_s"], out["fused_attention_calls"] = ours_train_step(
             config, batch, args.repeats, args.warmup
         )
         out["flops"] = training_flops_per_example(config, args.length, args.predictions) * b
     else:
-        out["value"] = hf_train_step(config, batch, args.repeats, args.warmup)
+        timing = hf_train_step(config, batch, args.repeats, args.warmup)
+    out["value"], out["cores_busy"] = timing
     out["peak_mb"] = peak_rss_mb()
     return out
 
@@ -350,6 +366,22 @@ def worker_specs(modes: list[str], with_peer: bool, **worker: object) -> dict[st
 
 def figure(result: dict | None, key: str, convert: Callable[[float], float] = float):
     return None if result is None else convert(result[key])
+
+
+def cores_busy_row(model: str, metric: str, results: dict[str, dict], mode: str) -> Row:
+    """Cores kept busy while timing (`Timing.cores_busy`), ours in `mode` beside the peer's;
+    no ratio: CPU time also counts threads spinning while they wait (PyTorch's OpenMP threads
+    do), so it bounds the cores doing work from above."""
+    return Row(
+        model,
+        metric,
+        results[mode]["cores_busy"],
+        figure(results.get("peer"), "cores_busy"),
+        "cores",
+        True,
+        figure(results.get("peer_keep"), "cores_busy"),
+        compared=False,
+    )
 
 
 # ------------------------------------------------------------------------------- main
@@ -471,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     def label(metric: str, mode: str) -> str:
         return f"{metric}, {LAYER_MODES[mode]}"
 
+    # Host CPU time per wall second: on a CPU, how much of the machine each framework used.
+    on_cpu = peak["device"].startswith("cpu")
+
     for name in models:
         with_peer = (
             not args.no_peer
@@ -493,6 +528,12 @@ def main(argv: list[str] | None = None) -> None:
                         figure(peer_keep, "value", lambda s: 1e3 * s),
                     )
                 )
+                if on_cpu:
+                    add(
+                        cores_busy_row(
+                            name, label(f"inference CPU cores busy b={b}", mode), results, mode
+                        )
+                    )
         tokens = args.batch * args.length
         kw = dict(model=name, measure="train", batch=args.batch)
         results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
@@ -510,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
                     figure(peer_keep, "value", lambda s, n=tokens: n / s),
                 )
             )
+            if on_cpu:
+                add(cores_busy_row(name, label("train step CPU cores busy", mode), results, mode))
             mfu = 100 * ours["flops"] / ours["value"] / peak["value"]
             add(Row(name, label("train step MFU", mode), mfu, None, "%", True))
             if peak["datasheet"]:
