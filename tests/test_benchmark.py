@@ -49,10 +49,10 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
 
     assert not any(metric.startswith("inference") for metric in rows)
     assert rows["train step fused attention calls"][0] == "0 calls"  # no cuDNN on a CPU
-    # Process CPU time over wall time: at least one core's worth less scheduling noise, at
+    # Process CPU time over wall time: some of a core (other tests may share the cores), at
     # most every core of the machine.
     busy = number(rows["train step CPU cores busy"][0])
-    assert 0.5 <= busy <= 1.1 * os.cpu_count(), busy
+    assert 0.1 <= busy <= 1.1 * os.cpu_count(), busy
     # MFU = model FLOPs of the step / step time / the measured peak, from the figures shown.
     peak = float(re.search(r"matmul peak ([\d.]+) GFLOP/s", text).group(1)) * 1e9
     step_seconds = batch * length / number(rows["train step throughput"][0])
