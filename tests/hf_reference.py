@@ -75,6 +75,15 @@ def padded_batch(vocab_size: int, lengths=(12, 9, 5), seed: int = 0):
     return ids, mask, types
 
 
+def mask_with_holes(mask):
+    """The padded batch's mask with kept tokens that do not come first: row 0 loses two
+    middle tokens, row 1 is left-padded (its tokens moved to the end), row 2 stays."""
+    holes = mask.copy()
+    holes[0, 3:5] = 0
+    holes[1] = np.roll(mask[1], mask.shape[1] - int(mask[1].sum()))
+    return holes
+
+
 def torch_inputs(ids, mask, types):
     return dict(
         input_ids=torch.from_numpy(ids).long(),

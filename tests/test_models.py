@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hf_reference import padded_batch
+from hf_reference import mask_with_holes, padded_batch
 
 from squeezemobile_jax.models import (
     MobileBertConfig,
@@ -136,8 +136,7 @@ def test_fused_attention_path_gradients(monkeypatch):
     # left-padded row. Deterministic: with dropout, a reordered row would draw other masks.
     config = get_model_config("mobilebert-test", scan_layers=True)
     ids, mask, types = padded_batch(config.vocab_size)
-    mask[0, 3:5] = 0
-    mask[1] = np.roll(mask[1], 3)
+    mask = mask_with_holes(mask)
     weights = np.random.default_rng(0).standard_normal((*ids.shape, config.hidden_size))
     model = build_model(config, seed=3)
     graphdef, params = nnx.split(model, nnx.Param)

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from hf_reference import hf_model, ours_from_hf, padded_batch, torch_inputs
+from hf_reference import (
+    hf_model,
+    mask_with_holes,
+    ours_from_hf,
+    padded_batch,
+    torch_inputs,
+)
 
 from squeezemobile_jax.models import get_model_config, layers
 from squeezemobile_jax.training import inference_jit
@@ -81,15 +87,6 @@ def test_head_parity(family, head):
     else:
         assert out.logits.shape == tuple(ref.logits.shape)
         assert max_err(out.logits, ref.logits) <= ATOL
-
-
-def mask_with_holes(mask):
-    """The padded batch's mask with kept tokens that do not come first: row 0 loses two
-    middle tokens, row 1 is left-padded (its tokens moved to the end), row 2 stays."""
-    holes = mask.copy()
-    holes[0, 3:5] = 0
-    holes[1] = np.roll(mask[1], mask.shape[1] - int(mask[1].sum()))
-    return holes
 
 
 @pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
