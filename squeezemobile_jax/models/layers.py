@@ -453,6 +453,9 @@ def run_stacked_layers(
 
     `call_layer(layer, hidden, key)` runs one layer. Returns the final hidden state and the
     per-layer `LayerOutput`s stacked on a leading axis [L, ...]. Both paths compute the same.
+    The unrolled path splits each stacked parameter once (`jnp.unstack`), so the backward pass
+    assembles its gradient with one concatenation; indexing layer i instead makes the gradient
+    of every layer a zero-padded full-size copy, summed L times.
     """
     graphdef, state = nnx.split(layers)
     keys = None if dropout_rng is None else jax.random.split(dropout_rng, num_layers)
@@ -466,9 +469,12 @@ def run_stacked_layers(
         body = jax.checkpoint(body)
     if scan:
         return jax.lax.scan(body, hidden, (state, keys))
+    leaves, treedef = jax.tree.flatten(state)
+    per_leaf = [jnp.unstack(leaf) for leaf in leaves]
     outs = []
     for i in range(num_layers):
-        hidden, out = body(hidden, jax.tree.map(lambda a, i=i: a[i], (state, keys)))
+        layer_state = jax.tree.unflatten(treedef, [layer_leaves[i] for layer_leaves in per_leaf])
+        hidden, out = body(hidden, (layer_state, None if keys is None else keys[i]))
         outs.append(out)
     return hidden, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
