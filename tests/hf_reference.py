@@ -1,4 +1,5 @@
-"""Helpers that build transformers' PyTorch models as the independent reference."""
+"""Independent references for the tests: transformers' PyTorch models, float64 NumPy attention,
+and the inputs both sides share."""
 
 from __future__ import annotations
 
@@ -90,3 +91,13 @@ def torch_inputs(ids, mask, types):
         attention_mask=torch.from_numpy(mask).long(),
         token_type_ids=torch.from_numpy(types).long(),
     )
+
+
+def numpy_attention(q, k, v, mask):
+    """Masked softmax attention in float64: q, k, v [B, T, N, D], mask [B, T]."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bnqk,bknd->bqnd", probs, v)

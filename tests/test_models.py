@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hf_reference import mask_with_holes, padded_batch
+from hf_reference import mask_with_holes, numpy_attention, padded_batch
 
 from squeezemobile_jax.models import (
     MobileBertConfig,
@@ -195,15 +195,10 @@ def np_teacher_block(x, mask, layer, num_heads):
     a = np_norm(np_dense(x, layer.bottleneck_input), layer.bottleneck_input_norm)
     b, t, _ = x.shape
 
-    def heads(y):
-        return y.reshape(b, t, num_heads, -1).transpose(0, 2, 1, 3)
-
-    q, k, v = (heads(np_dense(x, d)) for d in (layer.query, layer.key, layer.value))
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
-    scores = scores + (1.0 - mask[:, None, None, :]) * -1e30
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    context = (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, -1)
+    q, k, v = (
+        np_dense(x, d).reshape(b, t, num_heads, -1) for d in (layer.query, layer.key, layer.value)
+    )
+    context = numpy_attention(q, k, v, mask).reshape(b, t, -1)
     h = np_norm(np_dense(context, layer.attention_output) + a, layer.attention_output_norm)
     for ffn in layer.ffn:
         h = np_norm(np_dense(np_gelu(np_dense(h, ffn.intermediate)), ffn.output) + h, ffn.norm)

@@ -11,6 +11,7 @@ from flax import nnx
 from hf_reference import (
     hf_model,
     mask_with_holes,
+    numpy_attention,
     ours_from_hf,
     padded_batch,
     torch_inputs,
@@ -117,16 +118,6 @@ def test_fused_attention_path_parity(family, layout, monkeypatch):
     assert max_err(out.hidden_states, ref_hidden) <= ATOL
     assert max_err(out.last_hidden_state, ref.last_hidden_state) <= ATOL
     assert max_err(out.pooler_output, ref.pooler_output) <= ATOL
-
-
-def numpy_attention(q, k, v, mask):
-    """Masked softmax attention in float64: q, k, v [B, T, N, D], mask [B, T]."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(q.shape[-1])
-    scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
-    probs = np.exp(scores - scores.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bnqk,bknd->bqnd", probs, v)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
