@@ -238,10 +238,11 @@ def test_masked_lm_gradient_parity(family, scan):
     for path, grad in grads:
         grad, ref_grad = np.asarray(grad[...]), np.asarray(want[path][...])
         if path[-2:] == ("word_embeddings", "embedding"):
-            # PyTorch's embedding never updates its padding row (id 0); the original TF
-            # models, like ours, do: MobileBERT's trigram input feeds the padding vector into
-            # the last real token of a padded row. The other rows must agree.
-            grad, ref_grad = grad[1:], ref_grad[1:]
+            # PyTorch's embedding never updates its padding row; the original TF models, like
+            # ours, do: MobileBERT's trigram input feeds the padding vector into the last real
+            # token of a padded row. The other rows must agree.
+            pad = config.pad_token_id
+            grad, ref_grad = np.delete(grad, pad, axis=0), np.delete(ref_grad, pad, axis=0)
         scale = max(float(np.max(np.abs(ref_grad))), 1.0)
         assert max_err(grad, ref_grad) <= 1e-4 * scale, path
 
