@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from squeezemobile_jax.models import build_model, get_model_config  # noqa: E402
+from squeezemobile_jax.models import build_model, get_model_config, with_layer_list  # noqa: E402
 from squeezemobile_jax.models.config import PRESETS  # noqa: E402
 from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
 from squeezemobile_jax.training.evaluation import inference_jit  # noqa: E402
@@ -161,8 +161,7 @@ def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, 
 
 # ------------------------------------------------------------------------------- ours
 def ours_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
-    model = build_model(config)
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(with_layer_list(build_model(config)))
 
     @inference_jit
     def forward(state, ids, mask, types):

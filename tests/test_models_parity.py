@@ -18,7 +18,7 @@ from hf_reference import (
 )
 
 from squeezemobile_jax.hub.convert import load_hf_state_dict
-from squeezemobile_jax.models import build_model, get_model_config, layers
+from squeezemobile_jax.models import build_model, get_model_config, layers, with_layer_list
 from squeezemobile_jax.training import inference_jit
 
 ATOL = 1e-4
@@ -202,6 +202,25 @@ def test_pretraining_and_masked_positions(family):
     assert gathered.shape == (3, 3, config.vocab_size)
     assert max_err(gathered, expected) <= ATOL
 
+    # Prediction and evaluation run a view holding one module per layer: same outputs, and
+    # the model itself keeps its stacked layers.
+    view = with_layer_list(ours)
+    assert isinstance(view.backbone.layers, nnx.List)
+    assert len(view.backbone.layers) == config.num_hidden_layers
+    assert not isinstance(ours.backbone.layers, nnx.List)
+    assert ours.backbone.layers.query.kernel.shape[0] == config.num_hidden_layers
+
+    @inference_jit(static_argnums=0)
+    def forward(graphdef, state, ids, mask, types):
+        out = nnx.merge(graphdef, state)(ids, mask, types)
+        return out.prediction_logits, out.seq_relationship_logits
+
+    mlm, nsp = forward(*nnx.split(view), ids, mask, types)
+    assert max_err(mlm, ref_mlm) <= ATOL
+    assert max_err(nsp, ref_nsp) <= ATOL
+    scanned = build_model(config.replace(scan_layers=True), "pretraining")
+    assert not isinstance(with_layer_list(scanned).backbone.layers, nnx.List)
+
 
 @pytest.mark.parametrize("family", ["squeezebert", "mobilebert"])
 @pytest.mark.parametrize("scan", [True, False])
@@ -361,7 +380,7 @@ def test_full_size_trunk_parity(name):
         config.replace(scan_layers=not config.scan_layers), "base", reference
     )
     for model in (ours, other_mode):
-        graphdef, state = nnx.split(model)
+        graphdef, state = nnx.split(with_layer_list(model))  # as prediction runs it
         scan = model.config.scan_layers
         for inputs, expected in ((ids, mask, types), ref), (single, ref_single):
             got = forward(graphdef, state, *inputs)

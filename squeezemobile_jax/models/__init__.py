@@ -8,6 +8,7 @@ from squeezemobile_jax.models.config import (
     config_from_dict,
     get_model_config,
 )
+from squeezemobile_jax.models.encoder import with_layer_list
 from squeezemobile_jax.models.heads import (
     HEADS,
     MaskedLMModel,
@@ -46,4 +47,5 @@ __all__ = [
     "build_model",
     "config_from_dict",
     "get_model_config",
+    "with_layer_list",
 ]

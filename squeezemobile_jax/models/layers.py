@@ -439,6 +439,23 @@ def stack_layers(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, 
     return make(rngs)
 
 
+def unstack_layers(layers: nnx.Module) -> nnx.List:
+    """Per-layer modules from stacked ones: layer i's parameters are slice i of each stacked
+    parameter (copies, made by one jitted call, so sharded parameters stay sharded)."""
+    graphdef, state = nnx.split(layers)
+    return nnx.List([nnx.merge(graphdef, layer) for layer in _split_layer_states(state)])
+
+
+def _layer_states(state: Any) -> list[Any]:
+    """The per-layer states of a stacked state: each leaf split once along axis 0."""
+    leaves, treedef = jax.tree.flatten(state)
+    per_leaf = [jnp.unstack(leaf) for leaf in leaves]
+    return [jax.tree.unflatten(treedef, list(layer)) for layer in zip(*per_leaf, strict=True)]
+
+
+_split_layer_states = jax.jit(_layer_states)
+
+
 def run_stacked_layers(
     layers: nnx.Module,
     hidden: Array,
@@ -451,29 +468,35 @@ def run_stacked_layers(
 ) -> tuple[Array, LayerOutput]:
     """Applies stacked layers in order, with `jax.lax.scan` or an unrolled loop.
 
-    `call_layer(layer, hidden, key)` runs one layer. Returns the final hidden state and the
-    per-layer `LayerOutput`s stacked on a leading axis [L, ...]. Both paths compute the same.
-    The unrolled path splits each stacked parameter once (`jnp.unstack`), so the backward pass
+    `layers` is one module with parameters stacked on axis 0 (`stack_layers`), or an
+    `nnx.List` of per-layer modules (`unstack_layers`; always unrolled). `call_layer(layer,
+    hidden, key)` runs one layer. Returns the final hidden state and the per-layer
+    `LayerOutput`s stacked on a leading axis [L, ...]. All paths compute the same.
+    Unrolled over stacked parameters, each is split once (`jnp.unstack`), so the backward pass
     assembles its gradient with one concatenation; indexing layer i instead makes the gradient
-    of every layer a zero-padded full-size copy, summed L times.
+    of every layer a zero-padded full-size copy, summed L times. The split still copies every
+    layer's weights on every call, which per-layer modules avoid (`with_layer_list`).
     """
-    graphdef, state = nnx.split(layers)
     keys = None if dropout_rng is None else jax.random.split(dropout_rng, num_layers)
 
-    def body(h: Array, inputs: tuple[Any, Array | None]) -> tuple[Array, LayerOutput]:
-        layer_state, key = inputs
-        out = call_layer(nnx.merge(graphdef, layer_state), h, key)
-        return out.hidden, out
+    def layer_body(graphdef: nnx.GraphDef) -> Callable:
+        def body(h: Array, inputs: tuple[Any, Array | None]) -> tuple[Array, LayerOutput]:
+            layer_state, key = inputs
+            out = call_layer(nnx.merge(graphdef, layer_state), h, key)
+            return out.hidden, out
 
-    if remat:
-        body = jax.checkpoint(body)
-    if scan:
-        return jax.lax.scan(body, hidden, (state, keys))
-    leaves, treedef = jax.tree.flatten(state)
-    per_leaf = [jnp.unstack(leaf) for leaf in leaves]
+        return jax.checkpoint(body) if remat else body
+
+    if isinstance(layers, nnx.List):
+        per_layer = [nnx.split(layer) for layer in layers]
+    else:
+        graphdef, state = nnx.split(layers)
+        if scan:
+            return jax.lax.scan(layer_body(graphdef), hidden, (state, keys))
+        per_layer = [(graphdef, layer_state) for layer_state in _layer_states(state)]
     outs = []
-    for i in range(num_layers):
-        layer_state = jax.tree.unflatten(treedef, [layer_leaves[i] for layer_leaves in per_leaf])
+    for i, (graphdef, layer_state) in enumerate(per_layer):
+        body = layer_body(graphdef)
         hidden, out = body(hidden, (layer_state, None if keys is None else keys[i]))
         outs.append(out)
     return hidden, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)

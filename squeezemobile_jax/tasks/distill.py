@@ -56,7 +56,7 @@ from ml_collections import config_dict
 
 from squeezemobile_jax import fileio
 from squeezemobile_jax.data import PretrainingLoader, WordPieceTokenizer, load_tokenizer
-from squeezemobile_jax.models import EncoderConfig, build_model
+from squeezemobile_jax.models import EncoderConfig, build_model, with_layer_list
 from squeezemobile_jax.models.flops import (
     forward_flops_per_example,
     training_flops_per_example,
@@ -376,7 +376,7 @@ def make_eval_fn(loader: PretrainingLoader, stage2: Mapping[str, Any]) -> Callab
     evaluate = summed_metrics(sums_fn)
 
     def eval_fn(model: nnx.Module, mesh: jax.sharding.Mesh, step: int) -> dict[str, float]:
-        sums = evaluate(model, loader.eval_batches(), mesh)
+        sums = evaluate(with_layer_list(model), loader.eval_batches(), mesh)
         if not sums:
             return {}
         out = {**pretraining_metrics(sums), **_distillation_metrics(sums)}

@@ -76,7 +76,7 @@ from squeezemobile_jax.hub.hf import (
     from_hf_pretrained,
     save_hf_pretrained,
 )
-from squeezemobile_jax.models import build_model
+from squeezemobile_jax.models import build_model, with_layer_list
 from squeezemobile_jax.models.config import RUNTIME_FIELDS
 from squeezemobile_jax.tasks.common import (
     is_hf_directory,
@@ -195,7 +195,7 @@ def predict_logits(
     """
     inputs = {k: arrays[k] for k in MODEL_INPUTS}
     n = len(inputs["input_ids"])
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(with_layer_list(model))
     outputs = []
     for host_batch in eval_batches(inputs, batch_size):
         batch = {k: host_batch[k] for k in MODEL_INPUTS}

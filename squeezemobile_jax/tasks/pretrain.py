@@ -37,7 +37,7 @@ from squeezemobile_jax.data import (
     save_tokenizer,
     trained_tokenizer,
 )
-from squeezemobile_jax.models import EncoderConfig, TaskOutput, build_model
+from squeezemobile_jax.models import EncoderConfig, TaskOutput, build_model, with_layer_list
 from squeezemobile_jax.models.flops import training_flops_per_example
 from squeezemobile_jax.tasks.common import (
     CHECKPOINT_DIR,
@@ -152,7 +152,7 @@ def make_task(loader: PretrainingLoader, model_config: EncoderConfig) -> Task:
     seq, preds = loader.options.max_seq_length, loader.options.max_predictions_per_seq
 
     def eval_fn(model: nnx.Module, mesh: jax.sharding.Mesh, step: int) -> dict[str, float]:
-        sums = _evaluate(model, loader.eval_batches(), mesh)
+        sums = _evaluate(with_layer_list(model), loader.eval_batches(), mesh)
         return {k: float(v) for k, v in pretraining_metrics(sums).items()} if sums else {}
 
     return Task(

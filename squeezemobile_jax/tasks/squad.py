@@ -46,7 +46,7 @@ from squeezemobile_jax.data.squad import (
     read_squad_file,
 )
 from squeezemobile_jax.data.tokenizer import WordPieceTokenizer, load_tokenizer, save_tokenizer
-from squeezemobile_jax.models import PRESETS, build_model
+from squeezemobile_jax.models import PRESETS, build_model, with_layer_list
 from squeezemobile_jax.tasks.common import (
     is_hf_directory,
     is_workdir,
@@ -133,7 +133,7 @@ def predict_logits(
     model: nnx.Module, features: SquadFeatures, batch_size: int, mesh: jax.sharding.Mesh
 ) -> tuple[np.ndarray, np.ndarray]:
     """start_logits, end_logits [F, T] (float32) of every window, on every process."""
-    graphdef, state = nnx.split(model)
+    graphdef, state = nnx.split(with_layer_list(model))
     starts, ends = [], []
     inputs = features.model_inputs()
     steps = math.ceil(len(features) / batch_size)
