@@ -1,8 +1,8 @@
 """Speed of our JAX models beside HF transformers' PyTorch models, in one run on one machine.
 
 For each model it measures, after warm-up, the median over repeated runs of:
-  * inference latency of the trunk at batch 1 and 32, length 128 (ours compiled as our
-    prediction and evaluation steps are, with `inference_jit`);
+  * inference latency of the trunk at batch 1 and 32, length 128 (ours run as our
+    prediction and evaluation steps run it: `inference_jit` over `with_layer_list`'s view);
   * pretraining step throughput (tokens/s): a full MLM + NSP step with AdamW, forward,
     backward and update. Ours computes MLM logits only at the masked positions (as BERT's
     original code); HF's classes compute them at every position, which is what its users get;
