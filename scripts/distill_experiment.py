@@ -24,11 +24,13 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE_TEACHER = ["--config.train.num_steps=8", "--config.train.eval_every=0"]
+# Smoke runs skip the periodic evaluations and measuring a matmul peak for MFU.
+SMOKE_TRAIN = ["--config.train.eval_every=0", "--config.train.peak_flops_per_device=1e12"]
+SMOKE_TEACHER = ["--config.train.num_steps=8", *SMOKE_TRAIN]
 SMOKE_DISTILL = [
     "--config.distill.stage1.steps_per_layer=2",
     "--config.distill.stage2.num_steps=4",
-    "--config.train.eval_every=0",
+    *SMOKE_TRAIN,
 ]
 SMOKE_STUDENT_STEPS = 12  # 4 layers x 2 + 4
 
@@ -121,7 +123,7 @@ def main() -> None:
             scratch,
             f"--config.tokenizer.path={os.path.join(teacher, 'tokenizer')}",
             f"--config.train.num_steps={student_steps}",
-            *(["--config.train.eval_every=0"] if smoke else []),
+            *(SMOKE_TRAIN if smoke else []),
         ),
     }
     print()

@@ -150,6 +150,8 @@ def _train_subprocess(workdir, devices: int, cache: str) -> list[dict]:
         str(workdir),
         "--config.train.log_every=1",
         "--config.train.num_steps=4",
+        "--config.train.eval_every=0",  # the losses are compared, nothing else
+        "--config.train.peak_flops_per_device=1e12",
         f"--config.data.cache_dir={cache}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

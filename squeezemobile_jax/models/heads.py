@@ -270,10 +270,18 @@ HEADS: dict[str, type[nnx.Module]] = {
 
 
 def build_model(config: EncoderConfig, head: str = "base", *, seed: int = 0) -> nnx.Module:
-    """A freshly initialised model: the trunk (`head="base"`) or a task model from `HEADS`."""
+    """A freshly initialised model: the trunk (`head="base"`) or a task model from `HEADS`.
+
+    All initializers run as one compiled program (run eagerly, each parameter's initializer
+    compiles a program of its own); the values are the same.
+    """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; one of {sorted(HEADS)}")
-    rngs = nnx.Rngs(params=seed)
-    if head == "base":
-        return build_encoder(config, rngs=rngs)
-    return HEADS[head](config, rngs=rngs)
+
+    def make() -> nnx.Module:
+        rngs = nnx.Rngs(params=seed)
+        if head == "base":
+            return build_encoder(config, rngs=rngs)
+        return HEADS[head](config, rngs=rngs)
+
+    return nnx.jit(make)()

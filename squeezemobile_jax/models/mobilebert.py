@@ -117,23 +117,23 @@ class MobileBertLayer(nnx.Module):
         need_weights: bool,
     ) -> LayerOutput:
         keys = KeySplitter(dropout_rng)
+        v = None  # projected with Q and K, unless it reads another input
         if not self.use_bottleneck:
-            layer_input = qk_input = v_input = x
+            layer_input = qk_input = x
         elif self.key_query_shared_bottleneck and not self.use_bottleneck_attention:
-            layer_input, qk_input = project_together(
-                x, self.bottleneck_input, self.bottleneck_attention
+            # V reads x, as both bottlenecks do: one matmul for the three.
+            layer_input, qk_input, v = project_together(
+                x, self.bottleneck_input, self.bottleneck_attention, self.value
             )
             layer_input = self.bottleneck_input_norm(layer_input)
             qk_input = self.bottleneck_attention_norm(qk_input)
-            v_input = x
         else:
             layer_input = self.bottleneck_input_norm(self.bottleneck_input(x))
-            qk_input = v_input = layer_input if self.use_bottleneck_attention else x
-        if v_input is qk_input:
+            qk_input = layer_input if self.use_bottleneck_attention else x
+        if v is None:
             q, k, v = project_together(qk_input, self.query, self.key, self.value)
         else:
             q, k = project_together(qk_input, self.query, self.key)
-            v = self.value(v_input)
         context, probs, scores = attention(
             split_heads(q, self.num_heads),
             split_heads(k, self.num_heads),
