@@ -19,5 +19,5 @@ else:
 
 
 def pytest_unconfigure(config):
-    if _OWN_CACHE is not None and not hasattr(config, "workerinput"):
+    if _OWN_CACHE is not None:  # only the process that made it (workers inherit the folder)
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
