@@ -300,3 +300,55 @@ def test_random_bits_are_uniform():
         counts = np.bincount(byte.ravel(), minlength=256)
         chi2 = ((counts - n / 256) ** 2 / (n / 256)).sum()
         assert chi2 < 255 + 5 * math.sqrt(2 * 255)
+
+
+def truncated_normal_cdf(x: np.ndarray, stddev: float) -> np.ndarray:
+    """CDF of N(0, stddev**2) cut at +-2 stddev (TF's truncated_normal_initializer)."""
+    phi = np.vectorize(lambda z: 0.5 * (1.0 + math.erf(z / math.sqrt(2.0))))
+    return (phi(x / stddev) - phi(-2.0)) / (phi(2.0) - phi(-2.0))
+
+
+def test_truncated_normal_initializer_is_tf_truncated_normal():
+    """Values lie in (-2 stddev, 2 stddev) and follow the truncated normal's CDF (Kolmogorov-
+    Smirnov distance below its 0.1% critical value); mean 0 and standard deviation
+    0.8796 stddev, as TF's initializer gives (not rescaled to stddev)."""
+    std = 0.02
+    x = np.sort(np.asarray(layers.truncated_normal(std)(jax.random.key(5), (1000, 500))).ravel())
+    n = x.size
+    assert -2 * std < x[0] < -1.99 * std and 1.99 * std < x[-1] < 2 * std
+    ecdf_hi, ecdf_lo = np.arange(1, n + 1) / n, np.arange(n) / n
+    grid = x[:: n // 20000]  # the CDF at 20,000 order statistics
+    cdf = truncated_normal_cdf(grid, std)
+    ks = max(np.abs(ecdf_hi[:: n // 20000] - cdf).max(), np.abs(ecdf_lo[:: n // 20000] - cdf).max())
+    assert ks < 1.95 / math.sqrt(n), ks
+    # Standard deviation of the truncated normal: sqrt(1 - 2 * 2 phi(2) / (Phi(2) - Phi(-2))).
+    phi2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
+    expected_std = std * math.sqrt(1 - 4 * phi2 / math.erf(math.sqrt(2.0)))
+    assert abs(expected_std / std - 0.87962566) < 1e-7
+    assert abs(x.mean()) < 5 * expected_std / math.sqrt(n)
+    assert abs(x.std() / expected_std - 1) < 5 * math.sqrt(0.5 / n)
+
+
+def test_built_model_initialisation():
+    """Kernels and embeddings of a fresh model are truncated normal(initializer_range), a
+    fresh draw per parameter and per stacked layer; biases 0, LayerNorm scales 1."""
+    config = get_model_config("mobilebert-test")
+    state = nnx.state(build_model(config, "pretraining"), nnx.Param)
+    std = config.initializer_range
+    random_leaves = []
+    for path, value in jax.tree_util.tree_leaves_with_path(state):
+        name = jax.tree_util.keystr(path)
+        value = np.asarray(value)
+        if "bias" in name:
+            assert (value == 0).all(), name
+        elif "scale" in name:
+            assert (value == 1).all(), name
+        else:
+            assert np.abs(value).max() < 2 * std, name
+            random_leaves.append((name, value))
+    pooled = np.concatenate([v.ravel() for _, v in random_leaves])
+    assert abs(pooled.std() / (0.8796 * std) - 1) < 0.05
+    firsts = [v.ravel()[:16] for _, v in random_leaves]
+    assert len({f.tobytes() for f in firsts}) == len(firsts)  # no two parameters start alike
+    stacked = [v for name, v in random_leaves if "layers" in name and v.shape[0] > 1]
+    assert stacked and all(not np.array_equal(v[0], v[1]) for v in stacked)
