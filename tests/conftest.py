@@ -7,17 +7,20 @@ import tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 
 # Many tests compile the same programs (a tiny config's train step, in-process and in the
-# entry points the tests start): one persistent compilation cache for the whole session
-# compiles each once. The first process to import this file (pytest itself, before its
-# workers start) makes the folder; the workers and every subprocess inherit the variables.
+# entry points the tests start) and read the same built-in corpus: one persistent compilation
+# cache and one data cache (the corpus, its vocabularies and token files) for the whole
+# session build each once. The first process to import this file (pytest itself, before its
+# workers start) makes the folders; the workers and every subprocess inherit the variables.
+# Tests of the caches themselves use folders of their own.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jax-compile-cache-")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
-    _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    os.environ["SQUEEZEMOBILE_CACHE"] = tempfile.mkdtemp(prefix="squeezemobile-cache-")
+    _OWN_CACHES = (os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["SQUEEZEMOBILE_CACHE"])
 else:
-    _OWN_CACHE = None
+    _OWN_CACHES = ()
 
 
 def pytest_unconfigure(config):
-    if _OWN_CACHE is not None:  # only the process that made it (workers inherit the folder)
-        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    for folder in _OWN_CACHES:  # only the process that made them (workers inherit them)
+        shutil.rmtree(folder, ignore_errors=True)

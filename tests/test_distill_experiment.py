@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_experiment_script_smoke(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", SQUEEZEMOBILE_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     out = subprocess.run(
         [sys.executable, "scripts/distill_experiment.py", "--workdir", str(tmp_path), "--smoke"],

@@ -42,9 +42,9 @@ LAYERS = 3
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory) -> str:
     """A random IB-BERT-shaped teacher saved as a train.py workdir (model.json, tokenizer,
-    params-only checkpoint); the token cache next to it is shared by the tests."""
+    params-only checkpoint)."""
     root = tmp_path_factory.mktemp("distill")
-    tokenizer = trained_tokenizer(corpus_section(), 512, cache_dir=str(root / "cache"))
+    tokenizer = trained_tokenizer(corpus_section(), 512)
     config = get_model_config(
         "ib-bert-test", num_hidden_layers=LAYERS, vocab_size=tokenizer.vocab_size
     )
@@ -64,7 +64,6 @@ def tiny_config(teacher: str, **distill_stage1):
     c = distill.default_config()
     c.teacher = teacher
     c.model = model_section("mobilebert-test", num_hidden_layers=LAYERS)
-    c.data.cache_dir = os.path.join(os.path.dirname(teacher), "cache")
     c.data.max_seq_length = 32
     c.data.max_predictions_per_seq = 5
     c.data.global_batch_size = 8
@@ -238,7 +237,6 @@ def _config_file(tmp_path, teacher: str) -> str:
                 c = default_config()
                 c.teacher = {teacher!r}
                 c.model = model_section("mobilebert-test", num_hidden_layers={LAYERS})
-                c.data.cache_dir = {os.path.join(os.path.dirname(teacher), "cache")!r}
                 c.data.max_seq_length = 64
                 c.data.max_predictions_per_seq = 8
                 c.data.global_batch_size = 16

@@ -37,7 +37,7 @@ def test_pretraining_through_the_object_store_code_path(tmp_path, monkeypatch):
     """A workdir treated as remote (no appends, tokenizer staged through local copies)."""
     monkeypatch.setattr(fileio, "is_remote", lambda path: "workdir" in str(path))
     workdir = str(tmp_path / "workdir")
-    config = tiny_config(tmp_path, num_steps=4, eval_every=2)
+    config = tiny_config(num_steps=4, eval_every=2)
     pretrain.run(config, workdir)
     config.train.num_steps = 6
     result = pretrain.run(config, workdir)

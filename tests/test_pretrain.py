@@ -67,9 +67,8 @@ def test_losses_match_numpy():
     np.testing.assert_allclose(got["loss"], expected_mlm + nsp, rtol=1e-6)
 
 
-def tiny_config(tmp_path, **train):
+def tiny_config(**train):
     c = load_config("pretrain_test")
-    c.data.cache_dir = str(tmp_path / "cache")
     for k, v in train.items():
         c.train[k] = v
     return c
@@ -77,7 +76,7 @@ def tiny_config(tmp_path, **train):
 
 def test_end_to_end_resume_and_init(tmp_path):
     workdir = str(tmp_path / "run")
-    config = tiny_config(tmp_path)
+    config = tiny_config()
     result = pretrain.run(config, workdir)
     assert result.step == 6
     for name in ("config.json", "model.json", "tokenizer/vocab.txt", "metrics.jsonl"):
@@ -100,7 +99,7 @@ def test_end_to_end_resume_and_init(tmp_path):
 
 def test_phases_change_sequence_length(tmp_path):
     workdir = str(tmp_path / "phases")
-    config = tiny_config(tmp_path)
+    config = tiny_config()
     config.data.num_workers = 2  # each phase's loader runs in its own worker processes
     config.phases = (
         {"num_steps": 3, "max_seq_length": 32},
@@ -121,7 +120,7 @@ def test_phases_change_sequence_length(tmp_path):
 
 
 def test_bfloat16_compute_trains(tmp_path):
-    config = tiny_config(tmp_path, num_steps=60, log_every=1, eval_every=0)
+    config = tiny_config(num_steps=60, log_every=1, eval_every=0)
     config.model.compute_dtype = "bfloat16"
     config.model.hidden_dropout_prob = 0.0
     config.model.attention_probs_dropout_prob = 0.0
@@ -135,7 +134,7 @@ def test_bfloat16_compute_trains(tmp_path):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
 
 
-def _train_subprocess(workdir, devices: int, cache: str) -> list[dict]:
+def _train_subprocess(workdir, devices: int) -> list[dict]:
     env = dict(
         os.environ,
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
@@ -152,7 +151,6 @@ def _train_subprocess(workdir, devices: int, cache: str) -> list[dict]:
         "--config.train.num_steps=4",
         "--config.train.eval_every=0",  # the losses are compared, nothing else
         "--config.train.peak_flops_per_device=1e12",
-        f"--config.data.cache_dir={cache}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -160,9 +158,8 @@ def _train_subprocess(workdir, devices: int, cache: str) -> list[dict]:
 
 
 def test_four_devices_match_one(tmp_path):
-    cache = str(tmp_path / "cache")
-    one = _train_subprocess(tmp_path / "one", 1, cache)
-    four = _train_subprocess(tmp_path / "four", 4, cache)
+    one = _train_subprocess(tmp_path / "one", 1)
+    four = _train_subprocess(tmp_path / "four", 4)
     l1 = {r["step"]: r["loss"] for r in one if "loss" in r}
     l4 = {r["step"]: r["loss"] for r in four if "loss" in r}
     assert sorted(l1) == [1, 2, 3, 4]
@@ -195,7 +192,7 @@ def test_every_config_builds_its_model(name):
 def test_relative_workdir(tmp_path, monkeypatch):
     """Checkpoints work from a relative workdir (orbax itself needs absolute paths)."""
     monkeypatch.chdir(tmp_path)
-    config = tiny_config(tmp_path, num_steps=3, eval_every=0)
+    config = tiny_config(num_steps=3, eval_every=0)
     result = pretrain.run(config, "relative/run")
     assert result.step == 3
     assert (tmp_path / "relative" / "run" / "checkpoints" / "3").is_dir()
