@@ -138,9 +138,13 @@ def load_workdir_model(workdir: str, step: int | None = None) -> nnx.Module:
     from squeezemobile_jax.training.checkpoint import restore_params
 
     config, head = read_model_spec(workdir)
-    model = build_model(config, head)
-    params = nnx.state(model, nnx.Param)
-    restored = restore_params(fileio.join(workdir, CHECKPOINT_DIR), params, step=step)
+    model = nnx.eval_shape(lambda: build_model(config, head))  # shapes only: nothing to init
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        nnx.state(model, nnx.Param),
+    )
+    restored = restore_params(fileio.join(workdir, CHECKPOINT_DIR), target, step=step)
     nnx.update(model, restored)
     return model
 
