@@ -12,13 +12,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 # session build each once. The first process to import this file (pytest itself, before its
 # workers start) makes the folders; the workers and every subprocess inherit the variables.
 # Tests of the caches themselves use folders of their own.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jax-compile-cache-")
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
-    os.environ["SQUEEZEMOBILE_CACHE"] = tempfile.mkdtemp(prefix="squeezemobile-cache-")
-    _OWN_CACHES = (os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["SQUEEZEMOBILE_CACHE"])
-else:
-    _OWN_CACHES = ()
+_OWN_CACHES = []
+for _variable, _prefix in (
+    ("JAX_COMPILATION_CACHE_DIR", "jax-compile-cache-"),
+    ("SQUEEZEMOBILE_CACHE", "squeezemobile-cache-"),
+):
+    if _variable not in os.environ:
+        os.environ[_variable] = tempfile.mkdtemp(prefix=_prefix)
+        _OWN_CACHES.append(os.environ[_variable])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 
 def pytest_unconfigure(config):
