@@ -6,6 +6,9 @@ For each model it measures, after warm-up, the median over repeated runs of:
   * pretraining step throughput (tokens/s): a full MLM + NSP step with AdamW, forward,
     backward and update. Ours computes MLM logits only at the masked positions (as BERT's
     original code); HF's classes compute them at every position, which is what its users get;
+  * the same for our program's matmuls alone (`matmuls_alone`): a bound on what any program
+    made of those matmuls can reach on XLA's matmul kernels, and its ratio to the peer a
+    ceiling on ours;
   * compile time of our jitted step, peak memory (resident set of the measuring process) and
     model-FLOPs utilisation against a peak this run measures itself (a large matmul in the
     step's dtype; on a device with a known datasheet peak, MFU against that too);
@@ -62,7 +65,10 @@ from flax import nnx  # noqa: E402
 from squeezemobile_jax.models import build_model, get_model_config, with_layer_list  # noqa: E402
 from squeezemobile_jax.models.config import PRESETS  # noqa: E402
 from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
-from squeezemobile_jax.training.evaluation import inference_jit  # noqa: E402
+from squeezemobile_jax.training.evaluation import (  # noqa: E402
+    dot_general_equations,
+    inference_jit,
+)
 from squeezemobile_jax.training.metric_writer import (  # noqa: E402
     measured_peak_flops,
     peak_flops_per_device,
@@ -77,6 +83,7 @@ MODELS = {  # benchmark name -> preset
 
 
 LAYER_MODES = {"scan": "scanned layers", "unrolled": "unrolled layers"}
+MATMULS_ALONE = "matmuls alone (bound)"  # the rows of `matmuls_alone`
 FUSED_ATTENTION_CALL = 'custom_call_target="__cudnn$fmha'  # cuDNN's fused attention kernels
 NOTES_HEADING = "## Reading the figures"  # a hand-written section of --output, kept on reruns
 
@@ -160,7 +167,8 @@ def synthetic_batch(vocab_size: int, batch: int, length: int, predictions: int, 
 
 
 # ------------------------------------------------------------------------------- ours
-def ours_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
+def ours_inference_program(config, batch: dict) -> tuple[Callable, tuple]:
+    """Our trunk's forward pass as `inference_jit` compiles it, and its arguments."""
     graphdef, state = nnx.split(with_layer_list(build_model(config)))
 
     @inference_jit
@@ -168,12 +176,17 @@ def ours_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
         return nnx.merge(graphdef, state)(ids, mask, types).last_hidden_state
 
     args = [jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
-    return median_time(lambda: forward(state, *args).block_until_ready(), repeats, warmup)
+    return forward, (state, *args)
 
 
-def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[Timing, float, int]:
-    """(step timing, compile seconds, cuDNN fused-attention calls in the compiled program) of
-    a full MLM + NSP AdamW step."""
+def ours_inference(config, batch: dict, repeats: int, warmup: int) -> Timing:
+    forward, args = ours_inference_program(config, batch)
+    return median_time(lambda: forward(*args).block_until_ready(), repeats, warmup)
+
+
+def ours_train_program(config, batch: dict) -> tuple[Callable, tuple]:
+    """Our full MLM + NSP AdamW step (jitted, parameters and optimizer state donated) and its
+    arguments (params, opt_state, batch, rng)."""
     model = build_model(config, "pretraining")
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(1e-4, eps=1e-6, weight_decay=0.01)
@@ -204,7 +217,13 @@ def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[Tim
         return optax.apply_updates(params, updates), opt_state, loss
 
     device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    rng = jax.random.key(0)
+    return step, (params, opt_state, device_batch, jax.random.key(0))
+
+
+def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[Timing, float, int]:
+    """(step timing, compile seconds, cuDNN fused-attention calls in the compiled program) of
+    a full MLM + NSP AdamW step."""
+    step, (params, opt_state, device_batch, rng) = ours_train_program(config, batch)
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, device_batch, rng).compile()
     compile_s = time.perf_counter() - start
@@ -216,6 +235,62 @@ def ours_train_step(config, batch: dict, repeats: int, warmup: int) -> tuple[Tim
 
     fused_calls = compiled.as_text().count(FUSED_ATTENTION_CALL)
     return median_time(run, repeats, warmup), compile_s, fused_calls
+
+
+def matmuls_alone(program: Callable, args: tuple, jit: Callable) -> Callable[[], jax.Array]:
+    """A program, compiled with `jit`, that runs only the matmuls of the jitted `program(*args)`:
+    every `dot_general` that program executes (a scan body's once per iteration), on random
+    operands of their shapes, with nothing in between. Its time is what the program would
+    take if all but its matmuls cost nothing: a bound on any program made of those matmuls on
+    XLA's kernels (a slightly generous one: with no data flow between them, XLA may overlap
+    independent matmuls). Each matmul gets its own copy of its smaller operand, so that XLA
+    cannot merge identical products, and keeps one element of its product, behind an
+    optimisation barrier so that the product is still computed in full.
+    """
+    equations = [
+        eqn
+        for eqn, times in dot_general_equations(program.trace(*args).jaxpr.jaxpr)
+        for _ in range(times)
+    ]
+    key = jax.random.key(0)
+    shared: dict[tuple, jax.Array] = {}  # the larger operands, one array per shape
+
+    def random_array(aval, reuse: bool) -> jax.Array:
+        nonlocal key
+        if reuse and (aval.shape, aval.dtype) in shared:
+            return shared[(aval.shape, aval.dtype)]
+        key, sub = jax.random.split(key)
+        x = jax.random.normal(sub, aval.shape, aval.dtype)
+        if reuse:
+            shared[(aval.shape, aval.dtype)] = x
+        return x
+
+    operands = []
+    for eqn in equations:
+        lhs, rhs = (v.aval for v in eqn.invars)
+        fresh_lhs = lhs.size <= rhs.size
+        operands.append((random_array(lhs, not fresh_lhs), random_array(rhs, fresh_lhs)))
+
+    @jit
+    def run(operands):
+        firsts = []
+        for eqn, (lhs, rhs) in zip(equations, operands, strict=True):
+            product = jax.lax.optimization_barrier(
+                jax.lax.dot_general_p.bind(lhs, rhs, **eqn.params)
+            )
+            firsts.append(product.reshape(-1)[0].astype(jnp.float32))
+        return jnp.stack(firsts)
+
+    return lambda: run(operands).block_until_ready()
+
+
+def ours_matmuls_alone(config, batch: dict, measure: str, repeats: int, warmup: int) -> Timing:
+    """`matmuls_alone` of our inference forward pass or training step."""
+    if measure == "inference":
+        run = matmuls_alone(*ours_inference_program(config, batch), inference_jit)
+    else:
+        run = matmuls_alone(*ours_train_program(config, batch), jax.jit)
+    return median_time(run, repeats, warmup)
 
 
 # ------------------------------------------------------------------------------- peer
@@ -310,7 +385,9 @@ def run_worker(args: argparse.Namespace) -> dict:
     b = args.batch
     batch = synthetic_batch(config.vocab_size, b, args.length, args.predictions)
     out: dict = {}
-    if args.measure == "inference":
+    if args.framework == "matmuls":
+        timing = ours_matmuls_alone(config, batch, args.measure, args.repeats, args.warmup)
+    elif args.measure == "inference":
         fn = ours_inference if args.framework == "ours" else hf_inference
         timing = fn(config, batch, args.repeats, args.warmup)
     elif args.framework == "ours":
@@ -355,8 +432,10 @@ def measure_interleaved(args: argparse.Namespace, specs: dict[str, dict]) -> dic
 
 
 def worker_specs(modes: list[str], with_peer: bool, **worker: object) -> dict[str, dict]:
-    """Ours in each layer mode, and the peer with glibc's default allocator and in keep mode."""
+    """Ours in each layer mode, our program's matmuls alone (`matmuls_alone`; both layer modes
+    run the same matmuls), and the peer with glibc's default allocator and in keep mode."""
     specs = {mode: dict(framework="ours", layers=mode, **worker) for mode in modes}
+    specs["matmuls"] = dict(framework="matmuls", layers="scan", **worker)
     if with_peer:
         specs["peer"] = dict(malloc="default", framework="hf", **worker)
         specs["peer_keep"] = dict(malloc="keep", framework="hf", **worker)
@@ -533,6 +612,17 @@ def main(argv: list[str] | None = None) -> None:
                             name, label(f"inference CPU cores busy b={b}", mode), results, mode
                         )
                     )
+            add(
+                Row(
+                    name,
+                    f"inference latency b={b}, {MATMULS_ALONE}",
+                    1e3 * results["matmuls"]["value"],
+                    figure(peer, "value", lambda s: 1e3 * s),
+                    "ms",
+                    False,
+                    figure(peer_keep, "value", lambda s: 1e3 * s),
+                )
+            )
         tokens = args.batch * args.length
         kw = dict(model=name, measure="train", batch=args.batch)
         results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
@@ -581,6 +671,17 @@ def main(argv: list[str] | None = None) -> None:
             )
             compile_s = ours["compile_s"]
             add(Row(name, label("train step compile time", mode), compile_s, None, "s", False))
+        add(
+            Row(
+                name,
+                f"train step throughput, {MATMULS_ALONE}",
+                tokens / results["matmuls"]["value"],
+                figure(peer, "value", lambda s, n=tokens: n / s),
+                "tok/s",
+                True,
+                figure(peer_keep, "value", lambda s, n=tokens: n / s),
+            )
+        )
 
     by_name = {(r.model, r.metric): r for r in rows}
     for b in inference_batches:

@@ -1,13 +1,19 @@
 """scripts/benchmark.py end to end on a tiny model: bfloat16 compute, the attention-dropout
-override, and the MFU, fused-attention and CPU-cores rows."""
+override, and the MFU, fused-attention, CPU-cores and matmuls-alone rows; and the program
+behind the last (`matmuls_alone`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
 
 from squeezemobile_jax.models import get_model_config
 from squeezemobile_jax.models.flops import training_flops_per_example
@@ -48,6 +54,9 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
         return float(cell.split()[0].replace(",", ""))
 
     assert not any(metric.startswith("inference") for metric in rows)
+    # The step's matmuls alone take less time than the whole step.
+    bound = number(rows["train step throughput, matmuls alone (bound)"][0])
+    assert bound > number(rows["train step throughput"][0])
     assert rows["train step fused attention calls"][0] == "0 calls"  # no cuDNN on a CPU
     # Process CPU time over wall time: some of a core (other tests may share the cores), at
     # most every core of the machine.
@@ -61,3 +70,41 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
     )
     mfu = number(rows["train step MFU"][0])
     assert abs(mfu - 100 * flops / step_seconds / peak) <= 0.01 * mfu
+
+
+@pytest.fixture(scope="module")
+def benchmark_script():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matmuls_alone_computes_every_product_in_full(benchmark_script):
+    """A 3-step scan with two matmuls per step (one repeated exactly) and one matmul outside:
+    the compiled program of the matmuls alone has all 7 products, at their full shapes."""
+
+    @jax.jit
+    def program(x, w, stacked):  # x: [4, 8], w: [8, 16], stacked: [3, 16, 16]
+        def body(h, layer):
+            return jnp.tanh(h @ layer) + h @ layer, None
+
+        return jax.lax.scan(body, x @ w, stacked)[0]
+
+    args = (jnp.ones((4, 8)), jnp.ones((8, 16)), jnp.ones((3, 16, 16)))
+    compiled = []
+
+    def jit(fn):
+        jitted = jax.jit(fn)
+
+        def run(operands):
+            compiled.append(jitted.lower(operands).compile().as_text())
+            return jitted(operands)
+
+        return run
+
+    benchmark_script.matmuls_alone(program, args, jit)()
+    products = re.findall(r"= f32\[([\d,]*)\]\{[\d,]*\} (?:dot|fusion)\(", compiled[0])
+    dots = re.findall(r"= f32\[([\d,]*)\]\{[\d,]*\} dot\(", compiled[0])
+    assert sorted(dots) == ["4,16"] * 7, (dots, products)

@@ -351,3 +351,29 @@ def test_built_model_initialisation():
     assert len({f.tobytes() for f in firsts}) == len(firsts)  # no two parameters start alike
     stacked = [v for name, v in random_leaves if "layers" in name and v.shape[0] > 1]
     assert stacked and all(not np.array_equal(v[0], v[1]) for v in stacked)
+
+
+@pytest.mark.parametrize("preset", ["squeezebert-test", "mobilebert-test"])
+def test_forward_flops_count_the_matmuls_the_program_runs(preset):
+    """`forward_flops_per_example` (a formula over parameter shapes) equals the matmul FLOPs
+    of the traced pretraining forward pass (2 per multiply-add, from each dot_general's
+    shapes, scan bodies once per layer)."""
+    from squeezemobile_jax.models.flops import forward_flops_per_example
+    from squeezemobile_jax.training.evaluation import dot_general_equations
+
+    config = get_model_config(preset)
+    model = build_model(config, "pretraining")
+    batch, length, positions = 2, 16, 3
+    ids = jnp.ones((batch, length), jnp.int32)
+    where = jnp.tile(jnp.arange(positions), (batch, 1))
+
+    def forward(model):
+        return model(ids, masked_lm_positions=where).prediction_logits
+
+    jaxpr = jax.make_jaxpr(forward)(model).jaxpr
+    counted = 0
+    for eqn, times in dot_general_equations(jaxpr):
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs, out = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
+        counted += times * 2 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+    assert counted == batch * forward_flops_per_example(config, length, positions)

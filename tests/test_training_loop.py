@@ -278,3 +278,25 @@ def test_inference_jit_keeps_defaults_for_large_matmul_weights():
         assert traces == [(4, width)], traces  # one trace serves the choice and every call
         traced = jax.make_jaxpr(chain)(x, weights)
         assert evaluation.largest_matmul_weight(traced.jaxpr) == width * width
+
+
+def test_dot_general_equations_list_every_matmul_a_call_runs():
+    """A matmul outside a scan, two inside its 3-step body (one in a nested jit): each listed
+    once, in program order, with how many times a call runs it."""
+
+    def program(x, w, stacked):  # x: [4, 8], w: [8, 16], stacked: [3, 16, 16]
+        def body(h, layer):
+            return jax.jit(lambda a: a @ layer)(jnp.tanh(h @ layer)), None
+
+        return jax.lax.scan(body, x @ w, stacked)[0]
+
+    jaxpr = jax.make_jaxpr(program)(jnp.ones((4, 8)), jnp.ones((8, 16)), jnp.ones((3, 16, 16)))
+    listed = [
+        (tuple(v.aval.shape for v in eqn.invars), times)
+        for eqn, times in evaluation.dot_general_equations(jaxpr.jaxpr)
+    ]
+    assert listed == [
+        (((4, 8), (8, 16)), 1),
+        (((4, 16), (16, 16)), 3),
+        (((4, 16), (16, 16)), 3),
+    ]

@@ -34,7 +34,9 @@ def forward_flops_per_example(config: EncoderConfig, seq_len: int, mlm_positions
     trunk += 2 * seq_len * embedding
     h = config.hidden_size
     mlm = 2 * mlm_positions * (h * h + config.vocab_size * h)
-    pooler_nsp = 2 * (h * h + 2 * h)
+    # MobileBERT's students pool without the dense layer (classifier_activation False).
+    pooler = 0 if isinstance(config, MobileBertConfig) and not config.classifier_activation else h
+    pooler_nsp = 2 * (pooler * h + 2 * h)
     return float(trunk + mlm + pooler_nsp)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import jax
 import jax.extend
@@ -50,17 +50,28 @@ CPU_INFERENCE_COMPILER_OPTIONS = {
 LARGE_MATMUL_WEIGHT = 3 * 2**20
 
 
+def dot_general_equations(
+    jaxpr: jax.extend.core.Jaxpr, times: int = 1
+) -> Iterator[tuple[jax.extend.core.JaxprEqn, int]]:
+    """The matmuls of `jaxpr` in program order: each `dot_general` equation of it and of its
+    sub-jaxprs (jit, scan, remat and custom-derivative bodies), with how many times one call
+    runs it (a scan body's equations `length` times; other sub-jaxprs count once)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn, times
+        repeats = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from dot_general_equations(sub, times * repeats)
+
+
 def largest_matmul_weight(jaxpr: jax.extend.core.Jaxpr) -> int:
     """Elements of the largest right-hand operand of any matmul in `jaxpr` or its sub-jaxprs
     (scan and jit bodies), batch dimensions excluded: the biggest weight matrix of a model."""
     largest = 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            (_, _), (_, rhs_batch) = eqn.params["dimension_numbers"]
-            shape = eqn.invars[1].aval.shape
-            largest = max(largest, math.prod(n for i, n in enumerate(shape) if i not in rhs_batch))
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            largest = max(largest, largest_matmul_weight(sub))
+    for eqn, _ in dot_general_equations(jaxpr):
+        (_, _), (_, rhs_batch) = eqn.params["dimension_numbers"]
+        shape = eqn.invars[1].aval.shape
+        largest = max(largest, math.prod(n for i, n in enumerate(shape) if i not in rhs_batch))
     return largest
 
 
@@ -72,7 +83,7 @@ def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
     traced program, once per argument signature, from the trace the compilation uses);
     elsewhere with XLA's defaults.
     Usable as `@inference_jit` or `@inference_jit(static_argnums=0)`; the result is called like
-    the jitted function and has its `lower`. Nothing is looked up at decoration time, so
+    the jitted function and has its `lower` and `trace`. Nothing is looked up at decoration time, so
     decorating at import time does not start JAX's backends.
     """
     if fun is None:
@@ -109,6 +120,7 @@ def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
         return select(args, kwargs)(*args, **kwargs)
 
     call.lower = lambda *args, **kwargs: select(args, kwargs).lower(*args, **kwargs)
+    call.trace = lambda *args, **kwargs: select(args, kwargs).trace(*args, **kwargs)
     return call
 
 
