@@ -19,7 +19,9 @@ from squeezemobile_jax.models import (
     get_model_config,
     layers,
 )
+from squeezemobile_jax.models.flops import forward_flops_per_example
 from squeezemobile_jax.models.layers import dropout, gelu_erf, random_bits
+from squeezemobile_jax.training.evaluation import dot_general_equations
 
 
 def param_count(module) -> int:
@@ -353,14 +355,11 @@ def test_built_model_initialisation():
     assert stacked and all(not np.array_equal(v[0], v[1]) for v in stacked)
 
 
-@pytest.mark.parametrize("preset", ["squeezebert-test", "mobilebert-test"])
+@pytest.mark.parametrize("preset", ["squeezebert-test", "mobilebert-test", "ib-bert-test"])
 def test_forward_flops_count_the_matmuls_the_program_runs(preset):
     """`forward_flops_per_example` (a formula over parameter shapes) equals the matmul FLOPs
     of the traced pretraining forward pass (2 per multiply-add, from each dot_general's
     shapes, scan bodies once per layer)."""
-    from squeezemobile_jax.models.flops import forward_flops_per_example
-    from squeezemobile_jax.training.evaluation import dot_general_equations
-
     config = get_model_config(preset)
     model = build_model(config, "pretraining")
     batch, length, positions = 2, 16, 3

@@ -83,8 +83,8 @@ def inference_jit(fun: Callable | None = None, /, **jit_kwargs) -> Callable:
     traced program, once per argument signature, from the trace the compilation uses);
     elsewhere with XLA's defaults.
     Usable as `@inference_jit` or `@inference_jit(static_argnums=0)`; the result is called like
-    the jitted function and has its `lower` and `trace`. Nothing is looked up at decoration time, so
-    decorating at import time does not start JAX's backends.
+    the jitted function and has its `lower` and `trace`. Nothing is looked up at decoration
+    time, so decorating at import time does not start JAX's backends.
     """
     if fun is None:
         return functools.partial(inference_jit, **jit_kwargs)
