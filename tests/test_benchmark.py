@@ -10,11 +10,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from squeezemobile_jax.host_memory import ENV_VAR
 from squeezemobile_jax.models import get_model_config
 from squeezemobile_jax.models.flops import training_flops_per_example
 
@@ -74,10 +76,13 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark_script():
+    """scripts/benchmark.py as a module, imported without switching this process's allocator
+    to keep mode (it configures the allocator on import)."""
     spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["benchmark"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
+    with mock.patch.dict(os.environ, {ENV_VAR: "default"}):
+        spec.loader.exec_module(module)
     return module
 
 
