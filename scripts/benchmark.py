@@ -446,6 +446,33 @@ def figure(result: dict | None, key: str, convert: Callable[[float], float] = fl
     return None if result is None else convert(result[key])
 
 
+def timing_row(
+    model: str, metric: str, results: dict[str, dict], worker: str, tokens: int | None = None
+) -> Row:
+    """`worker`'s median time in `results` beside the peer's: as a latency in ms or, given
+    the `tokens` a run processes, as a throughput in tokens/s."""
+    if tokens is None:
+        unit, higher_is_better = "ms", False
+
+        def convert(seconds: float) -> float:
+            return 1e3 * seconds
+    else:
+        unit, higher_is_better = "tok/s", True
+
+        def convert(seconds: float) -> float:
+            return tokens / seconds
+
+    return Row(
+        model,
+        metric,
+        convert(results[worker]["value"]),
+        figure(results.get("peer"), "value", convert),
+        unit,
+        higher_is_better,
+        figure(results.get("peer_keep"), "value", convert),
+    )
+
+
 def cores_busy_row(model: str, metric: str, results: dict[str, dict], mode: str) -> Row:
     """Cores kept busy while timing (`Timing.cores_busy`), ours in `mode` beside the peer's;
     no ratio: CPU time also counts threads spinning while they wait (PyTorch's OpenMP threads
@@ -593,53 +620,22 @@ def main(argv: list[str] | None = None) -> None:
         for b in inference_batches:
             kw = dict(model=name, measure="inference", batch=b)
             results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
-            peer, peer_keep = results.get("peer"), results.get("peer_keep")
             for mode in modes:
-                add(
-                    Row(
-                        name,
-                        label(f"inference latency b={b}", mode),
-                        1e3 * results[mode]["value"],
-                        figure(peer, "value", lambda s: 1e3 * s),
-                        "ms",
-                        False,
-                        figure(peer_keep, "value", lambda s: 1e3 * s),
-                    )
-                )
+                add(timing_row(name, label(f"inference latency b={b}", mode), results, mode))
                 if on_cpu:
                     add(
                         cores_busy_row(
                             name, label(f"inference CPU cores busy b={b}", mode), results, mode
                         )
                     )
-            add(
-                Row(
-                    name,
-                    f"inference latency b={b}, {MATMULS_ALONE}",
-                    1e3 * results["matmuls"]["value"],
-                    figure(peer, "value", lambda s: 1e3 * s),
-                    "ms",
-                    False,
-                    figure(peer_keep, "value", lambda s: 1e3 * s),
-                )
-            )
+            add(timing_row(name, f"inference latency b={b}, {MATMULS_ALONE}", results, "matmuls"))
         tokens = args.batch * args.length
         kw = dict(model=name, measure="train", batch=args.batch)
         results = measure_interleaved(args, worker_specs(modes, with_peer, **kw))
         peer, peer_keep = results.get("peer"), results.get("peer_keep")
         for mode in modes:
             ours = results[mode]
-            add(
-                Row(
-                    name,
-                    label("train step throughput", mode),
-                    tokens / ours["value"],
-                    figure(peer, "value", lambda s, n=tokens: n / s),
-                    "tok/s",
-                    True,
-                    figure(peer_keep, "value", lambda s, n=tokens: n / s),
-                )
-            )
+            add(timing_row(name, label("train step throughput", mode), results, mode, tokens))
             if on_cpu:
                 add(cores_busy_row(name, label("train step CPU cores busy", mode), results, mode))
             mfu = 100 * ours["flops"] / ours["value"] / peak["value"]
@@ -671,17 +667,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             compile_s = ours["compile_s"]
             add(Row(name, label("train step compile time", mode), compile_s, None, "s", False))
-        add(
-            Row(
-                name,
-                f"train step throughput, {MATMULS_ALONE}",
-                tokens / results["matmuls"]["value"],
-                figure(peer, "value", lambda s, n=tokens: n / s),
-                "tok/s",
-                True,
-                figure(peer_keep, "value", lambda s, n=tokens: n / s),
-            )
-        )
+        metric = f"train step throughput, {MATMULS_ALONE}"
+        add(timing_row(name, metric, results, "matmuls", tokens))
 
     by_name = {(r.model, r.metric): r for r in rows}
     for b in inference_batches:
