@@ -407,6 +407,8 @@ def test_a_killed_worker_is_a_clear_error() -> None:
         assert next(it) == 0
         for pid in list(it._pool._processes):
             os.kill(pid, signal.SIGKILL)
+        while not it._pool._broken:  # steps made before the kill are waiting to be taken
+            time.sleep(0.01)
         with pytest.raises(RuntimeError, match=r"worker process died while making step \d"):
             for _ in range(10):  # the steps made before the kill may still arrive
                 next(it)

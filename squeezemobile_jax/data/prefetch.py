@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import multiprocessing
 import queue
 import signal
@@ -161,7 +162,10 @@ class ProcessPrefetchIterator(Generic[T]):
         except BaseException:
             self.close()
             raise
-        self._submit()
+        # A worker that died after making this item leaves it delivered: the steps still in
+        # flight fail with the executor, and the next call reports the death.
+        with contextlib.suppress(concurrent.futures.BrokenExecutor):
+            self._submit()
         self.step += 1
         return item
 
