@@ -44,10 +44,13 @@ MetricFn = Callable[[nnx.Module, Mapping[str, jax.Array]], Mapping[str, jax.Arra
 # where the defaults run all of it as one YNNPACK fusion, about twice as fast at batch 32.
 # Adding YNNPACK's reduction fusions to the options brings that fusion back (SqueezeBERT at
 # batch 32 about 6% faster), but they also absorb the matmuls beside every LayerNorm, which
-# makes BERT-base 9% slower; so they stay out. Dropping tree_reduction_rewriter, the XLA pass
-# behind the split reductions above, helps only MobileBERT at batch 1 (6%); SqueezeBERT and
-# BERT-base get 43% and 17% slower at batch 1 (in SqueezeBERT each LayerNorm statistic then
-# fuses, and recomputes, the transpose out of the grouped layout that feeds it).
+# makes BERT-base 9% slower; so they stay out. Adding YNNPACK's matmul fusions instead gives
+# attention the defaults' speed as well, but YNNPACK then takes every matmul from XNNPACK:
+# SqueezeBERT and BERT-base 18% and 11% slower at batch 32, MobileBERT 66% at batch 1.
+# Dropping tree_reduction_rewriter, the XLA pass behind the split reductions above, helps only
+# MobileBERT at batch 1 (6%); SqueezeBERT and BERT-base get 43% and 17% slower at batch 1 (in
+# SqueezeBERT each LayerNorm statistic then fuses, and recomputes, the transpose out of the
+# grouped layout that feeds it).
 CPU_INFERENCE_COMPILER_OPTIONS = {
     "xla_cpu_use_xnnpack": True,
     "xla_cpu_experimental_ynn_fusion_type": "",
