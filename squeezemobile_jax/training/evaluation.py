@@ -41,7 +41,7 @@ MetricFn = Callable[[nnx.Module, Mapping[str, jax.Array]], Mapping[str, jax.Arra
 # vocabulary projection, which XNNPACK runs as fast or faster).
 # Attention pays for the options: its two batched matmuls and softmax run as separate kernels
 # (the scores matmul, whose keys operand is transposed, at half the rate of the context one),
-# where the defaults run all of it as one YNNPACK fusion, about twice as fast at batch 32.
+# where the defaults run all of it as one YNNPACK fusion, 1.3-2x as fast at batch 32.
 # Adding YNNPACK's reduction fusions to the options brings that fusion back (SqueezeBERT at
 # batch 32 about 6% faster), but they also absorb the matmuls beside every LayerNorm, which
 # makes BERT-base 9% slower; so they stay out. Adding YNNPACK's matmul fusions instead gives
