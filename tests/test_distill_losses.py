@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeezemobile_jax.tasks import distill_losses as dl
+from squeezemobile_jax.tasks.distill import losses as dl
 
 L, B, N, T, H = 3, 2, 4, 5, 6
 MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)  # row 0 has two pad tokens

@@ -13,8 +13,8 @@ import pytest
 from flax import nnx
 
 from squeezemobile_jax.models import build_model, get_model_config
-from squeezemobile_jax.tasks import distill_schedule as ds
 from squeezemobile_jax.tasks.distill import default_config
+from squeezemobile_jax.tasks.distill import schedule as ds
 from squeezemobile_jax.training import build_optimizer, path_to_str, per_path_lr_scales
 
 

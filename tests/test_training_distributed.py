@@ -1,6 +1,6 @@
 """Device-count / process-count invariance and exact resume, in subprocesses.
 
-Each run is ``python -m squeezemobile_jax.training.toy`` with its own CPU device count
+Each run is ``python tests/toy_task.py`` with its own CPU device count
 (``XLA_FLAGS`` must be set before JAX starts, hence the subprocesses).
 """
 
@@ -32,8 +32,7 @@ def _env(devices: int) -> dict:
 def _cmd(workdir, *args) -> list[str]:
     return [
         sys.executable,
-        "-m",
-        "squeezemobile_jax.training.toy",
+        os.path.join(REPO, "tests", "toy_task.py"),
         "--workdir",
         str(workdir),
         *map(str, args),

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_task as toy
 from flax import nnx
 
-from squeezemobile_jax.training import checkpoint, evaluation, loop, paths, toy
+from squeezemobile_jax.training import checkpoint, evaluation, loop, paths
 
 
 def _run(workdir, steps=10, ckpt_every=5, batches=None, **train):

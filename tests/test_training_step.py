@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import toy_task as toy
 from flax import nnx
 
 from squeezemobile_jax.training import mesh as mesh_lib
-from squeezemobile_jax.training import optimizers, step, toy
+from squeezemobile_jax.training import optimizers, step
 from squeezemobile_jax.training.config import training_defaults
 from squeezemobile_jax.training.train_state import create_train_state
 

@@ -1,6 +1,8 @@
-"""Tasks: one module per task (pretrain, distill, glue, squad), each with
-`run(config, workdir) -> result`. A task knows its model head, loss, metrics, evaluation and
-post-processing; the generic loop in `training/` does the rest.
+"""Tasks: pretrain, distill, glue, squad, each with `run(config, workdir) -> result`.
+pretrain/ and distill/ are folders holding everything of their task (config, losses, run);
+`common` holds what every task shares (the model section, model specs, loading). A task
+knows its model head, loss, metrics, evaluation and post-processing; the generic loop in
+`training/` does the rest.
 
 `config.task` names the task; `run_task` imports its module lazily so a task's
 dependencies load only when it runs.

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MODEL_SPEC_NAME = "model.json"
 CHECKPOINT_DIR = "checkpoints"
+TOKENIZER_DIR = "tokenizer"
 
 
 # ------------------------------------------------------------------ the `model` section

@@ -13,7 +13,6 @@ Modules, one job each:
   metric_writer metrics.jsonl, tensorboard, tqdm / log lines, throughput and MFU
   evaluation    `inference_jit` (forward-only compile options), jitted whole-set metric sums
   config        `training_defaults()`: every config field the loop reads
-  toy           a tiny MLP regression task for tests and smoke runs
 
 Typical entry point::
 

@@ -5,7 +5,7 @@ target ``y = sin(x @ w_true)`` on Gaussian inputs. `toy_batches` yields each pro
 of a deterministic global batch per step (a pure function of (seed, step)), so runs on any
 number of devices and processes see identical data.
 
-Run it: ``python -m squeezemobile_jax.training.toy --workdir /tmp/toy --steps 50``.
+Run it from the repository root: ``python tests/toy_task.py --workdir /tmp/toy --steps 50``.
 """
 
 from __future__ import annotations

@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import logging
 
+import ml_collections
 from flax import nnx
 
-from squeezemobile_jax.models import EncoderConfig, PreTrainingModel
-from squeezemobile_jax.tasks.common import copy_matching_params
+from squeezemobile_jax.models import EncoderConfig, PreTrainingModel, build_model
+from squeezemobile_jax.tasks.common import (
+    copy_matching_params,
+    load_pretrained,
+    model_config_from_section,
+)
+from squeezemobile_jax.tasks.pretrain import HEAD
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +94,31 @@ def init_student_from_teacher(
         report["skipped_shape"] or "none",
     )
     return report
+
+
+def load_teacher(config: ml_collections.ConfigDict) -> nnx.Module:
+    """The teacher's pretraining model from `config.teacher` (workdir or HF directory)."""
+    if not config.get("teacher"):
+        raise ValueError(
+            "config.teacher is not set: give the teacher's train.py workdir or HF directory, "
+            "e.g. --config.teacher=workdirs/ib_bert"
+        )
+    overrides = {}
+    if config.distill.get("teacher_compute_dtype"):
+        overrides["compute_dtype"] = config.distill.teacher_compute_dtype
+    return load_pretrained(config.teacher, HEAD, seed=int(config.seed), **overrides)
+
+
+def build_student_with_teacher(
+    config: ml_collections.ConfigDict, teacher: nnx.Module, vocab_size: int
+) -> StudentWithTeacher:
+    """A fresh student from `config.model`, initialised from the teacher, holding it."""
+    student_config = model_config_from_section(config.model, vocab_size=vocab_size)
+    check_compatible(teacher.config, student_config)
+    student = build_model(student_config, HEAD, seed=int(config.seed))
+    init_student_from_teacher(
+        student,
+        teacher,
+        copy_mismatched_embedding_norm=bool(config.distill.copy_mismatched_embedding_norm),
+    )
+    return StudentWithTeacher(student, teacher)
