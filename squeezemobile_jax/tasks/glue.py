@@ -79,6 +79,7 @@ from squeezemobile_jax.hub.hf import (
 from squeezemobile_jax.models import build_model, with_layer_list
 from squeezemobile_jax.models.config import RUNTIME_FIELDS
 from squeezemobile_jax.tasks.common import (
+    TOKENIZER_DIR,
     is_hf_directory,
     is_workdir,
     load_pretrained,
@@ -105,7 +106,6 @@ log = logging.getLogger(__name__)
 
 HEAD = "sequence_classification"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-TOKENIZER_DIR = "tokenizer"
 BEST_DIR = "best"
 BEST_RESULTS = "dev_results.json"
 PREDICTIONS_DIR = "predictions"

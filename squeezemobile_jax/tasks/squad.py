@@ -48,6 +48,7 @@ from squeezemobile_jax.data.squad import (
 from squeezemobile_jax.data.tokenizer import WordPieceTokenizer, load_tokenizer, save_tokenizer
 from squeezemobile_jax.models import PRESETS, build_model, with_layer_list
 from squeezemobile_jax.tasks.common import (
+    TOKENIZER_DIR,
     is_hf_directory,
     is_workdir,
     load_pretrained,
@@ -229,7 +230,7 @@ def resolve_tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
     path = config.get("tokenizer", {}).get("path") or ""
     init = config.get("init") or ""
     if not path and init:
-        path = os.path.join(init, "tokenizer") if is_workdir(init) else init
+        path = os.path.join(init, TOKENIZER_DIR) if is_workdir(init) else init
     if not path:
         raise ValueError(
             "no tokenizer: set config.tokenizer.path (a vocab.txt, tokenizer.json or a directory "
