@@ -24,7 +24,7 @@ Every measurement runs in its own subprocess, so frameworks and models do not sh
 caches or memory; with `--rounds N` each runs N times, ours and the peer's taking turns, and
 the figures are medians across rounds (a shared machine drifts over minutes). Ours runs as
 our entry points run it, with the host allocator in keep mode
-(`squeezemobile_jax.host_memory`); the peer runs twice, with glibc's default allocator (as HF
+(`squeezemobile_jax.cpu_tuning`); the peer runs twice, with glibc's default allocator (as HF
 users run it) and in keep mode (it helps PyTorch too), and ratios are taken against the faster
 of the two. Ratios are printed ours/peer (above 1: we are faster). The markdown table, with
 the command that made it, goes to stdout and optionally to a file.
@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from squeezemobile_jax.host_memory import ENV_VAR, configure_host_malloc  # noqa: E402
+from squeezemobile_jax.cpu_tuning import HOST_MALLOC_ENV, configure_host_malloc  # noqa: E402
 
 configure_host_malloc()  # the mode the parent chose for this worker, before JAX starts
 
@@ -62,12 +62,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from squeezemobile_jax.cpu_tuning import inference_jit  # noqa: E402
 from squeezemobile_jax.models import build_model, get_model_config, with_layer_list  # noqa: E402
 from squeezemobile_jax.models.config import PRESETS  # noqa: E402
-from squeezemobile_jax.models.flops import training_flops_per_example  # noqa: E402
-from squeezemobile_jax.training.evaluation import (  # noqa: E402
+from squeezemobile_jax.models.flops import (  # noqa: E402
     dot_general_equations,
-    inference_jit,
+    training_flops_per_example,
 )
 from squeezemobile_jax.training.metric_writer import (  # noqa: E402
     measured_peak_flops,
@@ -410,7 +410,7 @@ def measure(args: argparse.Namespace, malloc: str = "keep", **worker: object) ->
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     for key, value in worker.items():
         cmd += [f"--{key}", str(value)]
-    env = dict(os.environ, **{ENV_VAR: malloc})
+    env = dict(os.environ, **{HOST_MALLOC_ENV: malloc})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {worker} failed:\n{proc.stderr[-3000:]}")

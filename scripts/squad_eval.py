@@ -10,7 +10,7 @@ such questions) and, with --na-prob-file, best_exact, best_exact_thresh, best_f1
 best_f1_thresh. For SQuAD 2.0, best_f1_thresh is a null-score difference: run train.py again
 on the finished workdir with --config.postprocess.null_score_diff_threshold=THRESH to rewrite
 the predictions with it (nothing is trained again).
-The work is done by `squeezemobile_jax.tasks.squad_metrics.evaluate_files`.
+The work is done by `squeezemobile_jax.tasks.squad.metrics.evaluate_files`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from squeezemobile_jax.data.squad import SquadFormatError  # noqa: E402
-from squeezemobile_jax.tasks.squad_metrics import evaluate_files  # noqa: E402
+from squeezemobile_jax.tasks.squad.examples import SquadFormatError  # noqa: E402
+from squeezemobile_jax.tasks.squad.metrics import evaluate_files  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

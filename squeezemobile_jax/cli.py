@@ -8,9 +8,9 @@ Running again on the same workdir resumes from its newest checkpoint.
 
 from __future__ import annotations
 
-from squeezemobile_jax.host_memory import configure_host_malloc
+from squeezemobile_jax import cpu_tuning
 
-configure_host_malloc()  # before JAX starts its CPU worker threads
+cpu_tuning.configure_host_malloc()  # before JAX starts its CPU worker threads
 
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -53,6 +53,9 @@ def main(run: Callable[[Any, str], Any]) -> None:
         if _CONFIG.value is None:
             raise app.UsageError("--config is required, e.g. --config configs/quickstart.py")
         setup_logging()
+        notice = cpu_tuning.host_malloc_notice()
+        if notice:
+            logging.getLogger(__name__).info(notice)
         run(_CONFIG.value, _WORKDIR.value or default_workdir(_CONFIG.value))
 
     app.run(_main)

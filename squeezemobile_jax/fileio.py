@@ -6,8 +6,13 @@ so `AppendOnlyFile` rewrites a remote file whole on each flush; local files are 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 from etils import epath
 
@@ -57,6 +62,16 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return epath.Path(path).read_bytes()
 
 
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> None:
+    """Writes `data` as indented UTF-8 JSON (replaced atomically when local)."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(read_text(path))
+
+
 def upload_dir(local_dir: str | os.PathLike, destination: str | os.PathLike) -> None:
     """Copies the files of `local_dir` (not recursive) into `destination`."""
     makedirs(destination)
@@ -67,16 +82,21 @@ def upload_dir(local_dir: str | os.PathLike, destination: str | os.PathLike) -> 
                 epath.Path(destination).joinpath(name).write_bytes(f.read())
 
 
-def local_dir(path: str | os.PathLike) -> str:
-    """`path` itself when local; otherwise a fresh local copy of its files."""
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[str]:
+    """`path` itself when local; else a temporary local copy of its files, removed after."""
     if not is_remote(path):
-        return os.fspath(path)
+        yield os.fspath(path)
+        return
     copy = tempfile.mkdtemp(prefix="squeezemobile-")
-    for entry in epath.Path(path).iterdir():
-        if entry.is_file():
-            with open(os.path.join(copy, entry.name), "wb") as f:
-                f.write(entry.read_bytes())
-    return copy
+    try:
+        for entry in epath.Path(path).iterdir():
+            if entry.is_file():
+                with open(os.path.join(copy, entry.name), "wb") as f:
+                    f.write(entry.read_bytes())
+        yield copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 class AppendOnlyFile:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from squeezemobile_jax.host_memory import ENV_VAR
+from squeezemobile_jax.cpu_tuning import HOST_MALLOC_ENV
 from squeezemobile_jax.models import get_model_config
 from squeezemobile_jax.models.flops import training_flops_per_example
 
@@ -81,7 +81,7 @@ def benchmark_script():
     spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["benchmark"] = module  # its dataclasses look their module up
-    with mock.patch.dict(os.environ, {ENV_VAR: "default"}):
+    with mock.patch.dict(os.environ, {HOST_MALLOC_ENV: "default"}):
         spec.loader.exec_module(module)
     return module
 

@@ -27,9 +27,8 @@ def test_append_only_file_local_and_object_store_paths(tmp_path, monkeypatch):
         f.close()
     assert remote.read_text() == "a\nc\nb\nc\n"
     fileio.upload_dir(tmp_path, tmp_path / "up")
-    copy = fileio.local_dir(tmp_path / "up")
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["local.jsonl", "remote.jsonl"]
-    with open(f"{copy}/remote.jsonl") as f:
+    with fileio.local_copy(tmp_path / "up") as copy, open(f"{copy}/remote.jsonl") as f:
         assert f.read() == "a\nc\nb\nc\n"
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from squeezemobile_jax.data.glue import (
+from squeezemobile_jax.data.tokenizer import load_tokenizer
+from squeezemobile_jax.tasks.glue import (
     GLUE_TASKS,
     SUBMISSION_FILES,
     DataSource,
@@ -33,7 +34,6 @@ from squeezemobile_jax.data.glue import (
     write_predictions,
     write_submission_zip,
 )
-from squeezemobile_jax.data.tokenizer import load_tokenizer
 
 FILLER = (
     "the",
@@ -441,7 +441,7 @@ def test_prediction_files_and_flat_zip(tmp_path):
 def test_hub_rows_with_class_label_ids_and_hidden_test_labels(monkeypatch):
     import datasets
 
-    from squeezemobile_jax.data import glue as glue_data
+    from squeezemobile_jax.tasks.glue import sources as glue_sources
 
     features = datasets.Features(
         {
@@ -461,7 +461,7 @@ def test_hub_rows_with_class_label_ids_and_hidden_test_labels(monkeypatch):
         calls.append((path, name, split))
         return datasets.Dataset.from_dict(splits[split], features=features)
 
-    monkeypatch.setattr(glue_data, "hub_reachable", lambda timeout=5.0: True)
+    monkeypatch.setattr(glue_sources, "hub_reachable", lambda timeout=5.0: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     task = get_task("wnli")
     train = load_split(DataSource(), task, task.train)

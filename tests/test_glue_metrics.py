@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from squeezemobile_jax.tasks.glue import finetune_loss, soft_cross_entropy, teacher_label_order
-from squeezemobile_jax.tasks.glue_metrics import (
+from squeezemobile_jax.tasks.glue.metrics import (
     GLUE_DEV_SETS,
     accuracy,
     average_ranks,
@@ -111,7 +111,7 @@ def test_soft_cross_entropy_and_distillation_loss():
 
 
 def test_teacher_label_order_follows_id2label(tmp_path):
-    from squeezemobile_jax.data.glue import get_task
+    from squeezemobile_jax.tasks.glue import get_task
 
     # A teacher trained with BERT's MNLI order (contradiction, entailment, neutral).
     (tmp_path / "config.json").write_text(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from squeezemobile_jax.host_memory import configure_host_malloc
+from squeezemobile_jax.cpu_tuning import configure_host_malloc
 
 # One jitted call holds a 128 MiB temporary (32,768 pages of 4 KiB), like a training step's
 # activations. After warm-up keep mode reuses it (now and then the heap grows once more).
 _PROBE = """
 import resource, sys
-from squeezemobile_jax.host_memory import configure_host_malloc
+from squeezemobile_jax.cpu_tuning import configure_host_malloc
 configure_host_malloc(sys.argv[1])
 import jax, jax.numpy as jnp
 @jax.jit

@@ -11,17 +11,16 @@ import pytest
 from flax import nnx
 from hf_reference import mask_with_holes, numpy_attention, padded_batch
 
+from squeezemobile_jax import cpu_tuning
 from squeezemobile_jax.models import (
     MobileBertConfig,
     SqueezeBertConfig,
     build_model,
     config_from_dict,
     get_model_config,
-    layers,
 )
-from squeezemobile_jax.models.flops import forward_flops_per_example
-from squeezemobile_jax.models.layers import dropout, gelu_erf, random_bits
-from squeezemobile_jax.training.evaluation import dot_general_equations
+from squeezemobile_jax.models.flops import dot_general_equations, forward_flops_per_example
+from squeezemobile_jax.models.ops import dropout, gelu_erf, random_bits, truncated_normal
 
 
 def param_count(module) -> int:
@@ -149,7 +148,7 @@ def test_fused_attention_path_gradients(monkeypatch):
 
     grads = {}
     for fused in (False, True):
-        monkeypatch.setattr(layers, "use_fused_attention", lambda fused=fused: fused)
+        monkeypatch.setattr(cpu_tuning, "use_fused_attention", lambda fused=fused: fused)
         grads[fused] = jax.jit(jax.grad(loss))(params)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[False]))
     for a, b in zip(jax.tree.leaves(grads[False]), jax.tree.leaves(grads[True]), strict=True):
@@ -315,7 +314,7 @@ def test_truncated_normal_initializer_is_tf_truncated_normal():
     Smirnov distance below its 0.1% critical value); mean 0 and standard deviation
     0.8796 stddev, as TF's initializer gives (not rescaled to stddev)."""
     std = 0.02
-    x = np.sort(np.asarray(layers.truncated_normal(std)(jax.random.key(5), (1000, 500))).ravel())
+    x = np.sort(np.asarray(truncated_normal(std)(jax.random.key(5), (1000, 500))).ravel())
     n = x.size
     assert -2 * std < x[0] < -1.99 * std and 1.99 * std < x[-1] < 2 * std
     rank = np.arange(0, n, n // 20000)  # the CDF at 20,000 order statistics

@@ -17,8 +17,10 @@ from hf_reference import (
     torch_inputs,
 )
 
+from squeezemobile_jax import cpu_tuning
 from squeezemobile_jax.hub.convert import load_hf_state_dict
-from squeezemobile_jax.models import build_model, get_model_config, layers, with_layer_list
+from squeezemobile_jax.models import attention as attention_module
+from squeezemobile_jax.models import build_model, get_model_config, with_layer_list
 from squeezemobile_jax.training import inference_jit
 
 ATOL = 1e-4
@@ -98,7 +100,7 @@ def test_fused_attention_path_parity(family, layout, monkeypatch):
     # Accelerators run attention through jax.nn.dot_product_attention when no maps are asked
     # for, with the mask as key lengths; here the same call runs on the CPU (XLA's
     # implementation) against HF, also for masks whose kept tokens do not come first.
-    monkeypatch.setattr(layers, "use_fused_attention", lambda: True)
+    monkeypatch.setattr(cpu_tuning, "use_fused_attention", lambda: True)
     calls = []
     fused = jax.nn.dot_product_attention
     monkeypatch.setattr(
@@ -126,7 +128,7 @@ def test_fused_attention_kernel_choice(dtype, monkeypatch, caplog):
     # otherwise run XLA's unfused attention); float32 asks for XLA's. Here the backend claims
     # to be a GPU, so the cuDNN attempt fails ("cuDNN is not detected") and falls back.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    layers._warn_unfused.cache_clear()  # the warning is logged once per reason
+    attention_module._warn_unfused.cache_clear()  # the warning is logged once per reason
     implementations = []
     fused = jax.nn.dot_product_attention
     monkeypatch.setattr(
@@ -137,8 +139,10 @@ def test_fused_attention_kernel_choice(dtype, monkeypatch, caplog):
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 8, 2, 16)).astype(np.float32) for _ in range(3))
     mask = np.array([[1] * 8, [1] * 5 + [0] * 3], np.int32)
-    with caplog.at_level("WARNING", logger=layers.__name__):
-        out = layers.fused_attention(*(jax.numpy.asarray(x, dtype) for x in (q, k, v)), mask)
+    with caplog.at_level("WARNING", logger=attention_module.__name__):
+        out = attention_module.fused_attention(
+            *(jax.numpy.asarray(x, dtype) for x in (q, k, v)), mask
+        )
     expected = ["cudnn", "xla"] if dtype == "bfloat16" else ["xla"]
     assert implementations == expected
     assert out.dtype == dtype

@@ -15,7 +15,8 @@ from test_squad_support import make_squad_json, write_squad_json
 from transformers import BertTokenizerFast
 from transformers.models.bert.tokenization_bert import load_vocab
 
-from squeezemobile_jax.data.squad import (
+from squeezemobile_jax.data.tokenizer import WordPieceTokenizer
+from squeezemobile_jax.tasks.squad import (
     Answer,
     FeatureOptions,
     SquadExample,
@@ -26,8 +27,7 @@ from squeezemobile_jax.data.squad import (
     read_squad_file,
     window_starts,
 )
-from squeezemobile_jax.data.tokenizer import WordPieceTokenizer
-from squeezemobile_jax.tasks.squad_metrics import normalize_answer
+from squeezemobile_jax.tasks.squad.metrics import normalize_answer
 
 NORMANS = (
     "The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who "
@@ -155,7 +155,7 @@ def test_skip_mode_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixt
         _qa("good2", "?", NORMANS, "Rollo"),
     ]
     path = _write(tmp_path / "mixed.json", _nested(NORMANS, qas))
-    with caplog.at_level(logging.WARNING, logger="squeezemobile_jax.data.squad"):
+    with caplog.at_level(logging.WARNING, logger="squeezemobile_jax.tasks.squad.examples"):
         data = read_squad_file(path, on_error="skip")
     assert [e.qid for e in data.examples] == ["good1", "good2"]
     assert data.skipped == 2

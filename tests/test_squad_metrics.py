@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from squeezemobile_jax.tasks.squad_metrics import (
+from squeezemobile_jax.tasks.squad.metrics import (
     best_thresh,
     evaluate,
     evaluate_files,

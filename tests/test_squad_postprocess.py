@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeezemobile_jax.data.squad import SquadExample
-from squeezemobile_jax.tasks.squad_postprocess import (
+from squeezemobile_jax.tasks.squad.examples import SquadExample
+from squeezemobile_jax.tasks.squad.postprocess import (
     PostprocessOptions,
     postprocess,
     predict_example,

@@ -14,7 +14,7 @@ from test_squad_support import make_squad_json, write_squad_json, write_vocab
 
 from configs.squad import get_config
 from squeezemobile_jax.tasks import run_task
-from squeezemobile_jax.tasks.squad_metrics import evaluate_files
+from squeezemobile_jax.tasks.squad.metrics import evaluate_files
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 150

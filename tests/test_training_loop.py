@@ -14,6 +14,8 @@ import pytest
 import toy_task as toy
 from flax import nnx
 
+from squeezemobile_jax import cpu_tuning
+from squeezemobile_jax.models import flops
 from squeezemobile_jax.training import checkpoint, evaluation, loop, paths
 
 
@@ -243,7 +245,7 @@ def test_inference_jit_compiles_with_its_options():
     x = jax.random.normal(jax.random.key(0), (64, 96))
     w = jax.random.normal(jax.random.key(1), (96, 32)) / 10
     plain = jax.jit(affine, static_argnums=0)
-    ours = evaluation.inference_jit(static_argnums=0)(affine)
+    ours = cpu_tuning.inference_jit(static_argnums=0)(affine)
     expected = np.tanh(np.asarray(x, np.float64) @ np.asarray(w, np.float64) * 0.5)
     np.testing.assert_allclose(ours(0.5, x, w), expected, atol=1e-5)
     assert ours.__name__ == "affine"
@@ -267,7 +269,7 @@ def test_inference_jit_keeps_defaults_for_large_matmul_weights():
         traces.append(x.shape)
         return jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, weights)[0]
 
-    ours = evaluation.inference_jit(chain)
+    ours = cpu_tuning.inference_jit(chain)
     for width, kinds in ((2048, {"__ynn_fusion"}), (256, set())):
         traces.clear()
         x = jnp.ones((4, width))
@@ -278,7 +280,7 @@ def test_inference_jit_keeps_defaults_for_large_matmul_weights():
         np.testing.assert_allclose(ours(x + 0, weights), np.tanh(np.tanh(1.0)), rtol=1e-5)
         assert traces == [(4, width)], traces  # one trace serves the choice and every call
         traced = jax.make_jaxpr(chain)(x, weights)
-        assert evaluation.largest_matmul_weight(traced.jaxpr) == width * width
+        assert cpu_tuning.largest_matmul_weight(traced.jaxpr) == width * width
 
 
 def test_dot_general_equations_list_every_matmul_a_call_runs():
@@ -294,7 +296,7 @@ def test_dot_general_equations_list_every_matmul_a_call_runs():
     jaxpr = jax.make_jaxpr(program)(jnp.ones((4, 8)), jnp.ones((8, 16)), jnp.ones((3, 16, 16)))
     listed = [
         (tuple(v.aval.shape for v in eqn.invars), times)
-        for eqn, times in evaluation.dot_general_equations(jaxpr.jaxpr)
+        for eqn, times in flops.dot_general_equations(jaxpr.jaxpr)
     ]
     assert listed == [
         (((4, 8), (8, 16)), 1),

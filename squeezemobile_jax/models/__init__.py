@@ -22,9 +22,9 @@ from squeezemobile_jax.models.heads import (
     build_encoder,
     build_model,
 )
-from squeezemobile_jax.models.layers import EncoderOutput
 from squeezemobile_jax.models.mobilebert import MobileBertModel
 from squeezemobile_jax.models.squeezebert import SqueezeBertModel
+from squeezemobile_jax.models.stacking import EncoderOutput
 
 __all__ = [
     "HEADS",

@@ -8,18 +8,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from squeezemobile_jax.models.attention import attention_is_fused, kept_tokens_first, take_tokens
 from squeezemobile_jax.models.config import EncoderConfig
-from squeezemobile_jax.models.layers import (
-    Embeddings,
+from squeezemobile_jax.models.layers import Embeddings, Pooler
+from squeezemobile_jax.models.ops import KeySplitter
+from squeezemobile_jax.models.stacking import (
     EncoderOutput,
-    KeySplitter,
     LayerOutput,
-    Pooler,
-    attention_is_fused,
     encoder_output,
-    kept_tokens_first,
     run_stacked_layers,
-    take_tokens,
     unstack_layers,
 )
 

@@ -1,9 +1,12 @@
-"""Model FLOPs (matmuls only, 2 per multiply-add), for MFU and benchmarks."""
+"""Model FLOPs (matmuls only, 2 per multiply-add), for MFU and benchmarks, and the matmuls of a
+traced program (`dot_general_equations`)."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
+import jax.extend
 from flax import nnx
 
 from squeezemobile_jax.models.config import EncoderConfig, MobileBertConfig
@@ -43,3 +46,17 @@ def forward_flops_per_example(config: EncoderConfig, seq_len: int, mlm_positions
 def training_flops_per_example(config: EncoderConfig, seq_len: int, mlm_positions: int) -> float:
     """Forward + backward (3x forward) FLOPs of one pretraining example."""
     return 3.0 * forward_flops_per_example(config, seq_len, mlm_positions)
+
+
+def dot_general_equations(
+    jaxpr: jax.extend.core.Jaxpr, times: int = 1
+) -> Iterator[tuple[jax.extend.core.JaxprEqn, int]]:
+    """The matmuls of `jaxpr` in program order: each `dot_general` equation of it and of its
+    sub-jaxprs (jit, scan, remat and custom-derivative bodies), with how many times one call
+    runs it (a scan body's equations `length` times; other sub-jaxprs count once)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn, times
+        repeats = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from dot_general_equations(sub, times * repeats)

@@ -16,18 +16,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from squeezemobile_jax.models.config import EncoderConfig, MobileBertConfig, SqueezeBertConfig
+from squeezemobile_jax.models.dense import Dense
 from squeezemobile_jax.models.encoder import Encoder
-from squeezemobile_jax.models.layers import (
-    Dense,
-    EncoderOutput,
-    KeySplitter,
-    LayerNorm,
-    activation,
-    dropout,
-    truncated_normal,
-)
+from squeezemobile_jax.models.layers import LayerNorm
 from squeezemobile_jax.models.mobilebert import MobileBertModel
+from squeezemobile_jax.models.ops import KeySplitter, activation, dropout, truncated_normal
 from squeezemobile_jax.models.squeezebert import SqueezeBertModel
+from squeezemobile_jax.models.stacking import EncoderOutput
 
 Array = jax.Array
 

@@ -20,21 +20,13 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from squeezemobile_jax.models.attention import attention, split_heads
 from squeezemobile_jax.models.config import MobileBertConfig
+from squeezemobile_jax.models.dense import Dense, project_together
 from squeezemobile_jax.models.encoder import Encoder, embeddings_for
-from squeezemobile_jax.models.layers import (
-    NORMS,
-    Dense,
-    KeySplitter,
-    LayerOutput,
-    Pooler,
-    activation,
-    attention,
-    dropout,
-    project_together,
-    split_heads,
-    stack_layers,
-)
+from squeezemobile_jax.models.layers import NORMS, Pooler
+from squeezemobile_jax.models.ops import KeySplitter, activation, dropout
+from squeezemobile_jax.models.stacking import LayerOutput, stack_layers
 
 Array = jax.Array
 

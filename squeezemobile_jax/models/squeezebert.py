@@ -9,22 +9,13 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from squeezemobile_jax.models.attention import attention, split_heads
 from squeezemobile_jax.models.config import SqueezeBertConfig
+from squeezemobile_jax.models.dense import GroupedDense, grouped_feed_forward, project_together
 from squeezemobile_jax.models.encoder import Encoder, embeddings_for
-from squeezemobile_jax.models.layers import (
-    GroupedDense,
-    KeySplitter,
-    LayerNorm,
-    LayerOutput,
-    Pooler,
-    activation,
-    attention,
-    dropout,
-    grouped_feed_forward,
-    project_together,
-    split_heads,
-    stack_layers,
-)
+from squeezemobile_jax.models.layers import LayerNorm, Pooler
+from squeezemobile_jax.models.ops import KeySplitter, activation, dropout
+from squeezemobile_jax.models.stacking import LayerOutput, stack_layers
 
 Array = jax.Array
 

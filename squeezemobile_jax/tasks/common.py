@@ -1,5 +1,5 @@
 """Pieces every task shares: the `model` config section, building or initialising a model,
-and what a run writes into its workdir besides the loop's own files.
+the run's tokenizer, and what a run writes into its workdir besides the loop's own files.
 
 A workdir of `train.py` / `distill.py` holds `model.json` (the model config and head), the
 tokenizer under `tokenizer/`, and orbax checkpoints under `checkpoints/`. `load_pretrained`
@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from flax import nnx
 from ml_collections import config_dict
 
 from squeezemobile_jax import fileio
+from squeezemobile_jax.data.tokenizer import WordPieceTokenizer, load_tokenizer, save_tokenizer
 from squeezemobile_jax.hub.hf import CONFIG_NAME, from_hf_pretrained, head_of
 from squeezemobile_jax.models import (
     PRESETS,
@@ -185,3 +187,39 @@ def load_pretrained(
 
 def num_params(model: nnx.Module) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def tokenizer_of(
+    init: str | None, path: str | None = None, required: bool = True
+) -> WordPieceTokenizer | None:
+    """`path` when given, else the tokenizer stored with the model directory `init` (a
+    workdir's `tokenizer/`, or an HF directory's tokenizer.json / vocab.txt); when there is
+    none, a ValueError saying what to set (or None when not `required`)."""
+    if path:
+        return load_tokenizer(path)
+    if init:
+        for candidate in (fileio.join(init, TOKENIZER_DIR), init):
+            names = ("tokenizer.json", "vocab.txt")
+            if any(fileio.exists(fileio.join(candidate, name)) for name in names):
+                with fileio.local_copy(candidate) as local:
+                    return load_tokenizer(local)
+    if not required:
+        return None
+    raise ValueError(
+        f"no tokenizer: set config.tokenizer.path (vocab.txt / tokenizer.json), or init a "
+        f"model directory that holds one (init={init!r})"
+    )
+
+
+def workdir_tokenizer(workdir: str, make: Callable[[], WordPieceTokenizer]) -> WordPieceTokenizer:
+    """The tokenizer saved in `workdir/tokenizer` (a resumed run), else `make()`, saved there
+    by process 0 (uploaded when the workdir is on an object store)."""
+    saved = fileio.join(workdir, TOKENIZER_DIR)
+    if fileio.exists(saved):
+        with fileio.local_copy(saved) as local:
+            return load_tokenizer(local)
+    tokenizer = make()
+    if jax.process_index() == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            fileio.upload_dir(save_tokenizer(tokenizer, tmp, TOKENIZER_DIR), saved)
+    return tokenizer

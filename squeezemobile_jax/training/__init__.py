@@ -11,7 +11,7 @@ Modules, one job each:
   checkpoint    orbax checkpoints (async, keep-N, corrupt ones skipped), params-only restore
   preemption    SIGTERM flag
   metric_writer metrics.jsonl, tensorboard, tqdm / log lines, throughput and MFU
-  evaluation    `inference_jit` (forward-only compile options), jitted whole-set metric sums
+  evaluation    jitted whole-set metric sums (with `cpu_tuning.inference_jit`, re-exported)
   config        `training_defaults()`: every config field the loop reads
 
 Typical entry point::
@@ -23,9 +23,10 @@ Typical entry point::
     train_and_evaluate(config, workdir, task, model, loader.iterator)
 """
 
+from squeezemobile_jax.cpu_tuning import inference_jit
 from squeezemobile_jax.training.checkpoint import Checkpointer, read_metadata, restore_params
 from squeezemobile_jax.training.config import training_defaults
-from squeezemobile_jax.training.evaluation import inference_jit, summed_metrics
+from squeezemobile_jax.training.evaluation import summed_metrics
 from squeezemobile_jax.training.loop import NonFiniteError, Task, TrainResult, train_and_evaluate
 from squeezemobile_jax.training.mesh import (
     batch_sharding,

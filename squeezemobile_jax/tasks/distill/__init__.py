@@ -7,7 +7,7 @@ The teacher (`config.teacher`: a `train.py` workdir or an HF directory) runs in 
 mode (no dropout, no gradients, `distill.teacher_compute_dtype`) on the student's batch.
 Stages, phases and learning-rate scales are described in `schedule`, the loss math in
 `losses`, what each stage minimises in `objectives`, what the student takes from the teacher
-in `model`, the config fields in `config` and the stage-by-stage run in `run`.
+in `model`, the config fields in `config` and the stage-by-stage run in `pipeline`.
 
   stage 1  sum of the layer-wise transfer losses (no MLM/NSP), student dropout off;
            LAMB at `distill.stage1.learning_rate`, constant, times each layer's scale;
@@ -42,37 +42,33 @@ whose `tokenizer` is just `path`, default: the teacher's tokenizer):
   distill.stage2                  num_steps, alpha (0.5), temperature (1), student_dropout
 """
 
-from squeezemobile_jax.tasks.distill.config import check_config, default_config, mobilebert_recipe
-from squeezemobile_jax.tasks.distill.model import (
-    TRAINABLE,
-    StudentWithTeacher,
-    build_student_with_teacher,
-    check_compatible,
-    init_student_from_teacher,
-    load_teacher,
-)
-from squeezemobile_jax.tasks.distill.objectives import (
-    make_eval_fn,
-    make_stage1_loss,
-    make_stage2_loss,
-)
-from squeezemobile_jax.tasks.distill.run import build_distill_tokenizer, run
-from squeezemobile_jax.tasks.distill.schedule import DistillPlan
+from squeezemobile_jax.tasks import lazy_exports
 
-__all__ = [
-    "TRAINABLE",
-    "DistillPlan",
-    "StudentWithTeacher",
-    "build_distill_tokenizer",
-    "build_student_with_teacher",
-    "check_compatible",
-    "check_config",
-    "default_config",
-    "init_student_from_teacher",
-    "load_teacher",
-    "make_eval_fn",
-    "make_stage1_loss",
-    "make_stage2_loss",
-    "mobilebert_recipe",
-    "run",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "config": (
+            "check_config",
+            "default_config",
+            "mobilebert_recipe",
+        ),
+        "model": (
+            "TRAINABLE",
+            "StudentWithTeacher",
+            "build_student_with_teacher",
+            "check_compatible",
+            "init_student_from_teacher",
+            "load_teacher",
+        ),
+        "objectives": (
+            "make_eval_fn",
+            "make_stage1_loss",
+            "make_stage2_loss",
+        ),
+        "pipeline": (
+            "build_distill_tokenizer",
+            "run",
+        ),
+        "schedule": ("DistillPlan",),
+    },
+)

@@ -14,41 +14,34 @@ Config sections beyond `training_defaults()`:
   init       optional workdir or HF directory to start from (continued pretraining).
 
 Modules: `config` (fields, recipes, phase plan), `losses` (MLM / NSP terms, metrics, the
-loop's `Task`), `run` (tokenizer, model, phases).
+loop's `Task`), `pipeline` (tokenizer, model, phases).
 """
 
-from squeezemobile_jax.tasks.pretrain.config import (
-    PHASE_DATA_FIELDS,
-    corpus_section,
-    default_config,
-    phase_plan,
-    use_mobilebert_recipe,
-)
-from squeezemobile_jax.tasks.pretrain.losses import (
-    HEAD,
-    make_task,
-    masked_lm_terms,
-    next_sentence_terms,
-    pretraining_forward,
-    pretraining_loss,
-    pretraining_metrics,
-)
-from squeezemobile_jax.tasks.pretrain.run import build_pretraining_model, build_tokenizer, run
+from squeezemobile_jax.tasks import lazy_exports
 
-__all__ = [
-    "HEAD",
-    "PHASE_DATA_FIELDS",
-    "build_pretraining_model",
-    "build_tokenizer",
-    "corpus_section",
-    "default_config",
-    "make_task",
-    "masked_lm_terms",
-    "next_sentence_terms",
-    "phase_plan",
-    "pretraining_forward",
-    "pretraining_loss",
-    "pretraining_metrics",
-    "run",
-    "use_mobilebert_recipe",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "config": (
+            "PHASE_DATA_FIELDS",
+            "corpus_section",
+            "default_config",
+            "phase_plan",
+            "use_mobilebert_recipe",
+        ),
+        "losses": (
+            "HEAD",
+            "make_task",
+            "masked_lm_terms",
+            "next_sentence_terms",
+            "pretraining_forward",
+            "pretraining_loss",
+            "pretraining_metrics",
+        ),
+        "pipeline": (
+            "build_pretraining_model",
+            "build_tokenizer",
+            "run",
+        ),
+    },
+)

@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 
 import jax
 import ml_collections
 from flax import nnx
 
 from squeezemobile_jax import fileio
-from squeezemobile_jax.data import (
-    PretrainingLoader,
-    WordPieceTokenizer,
-    load_tokenizer,
-    save_tokenizer,
-    trained_tokenizer,
-)
+from squeezemobile_jax.data import PretrainingLoader, WordPieceTokenizer, trained_tokenizer
 from squeezemobile_jax.models import build_model
 from squeezemobile_jax.tasks.common import (
     CHECKPOINT_DIR,
-    TOKENIZER_DIR,
     load_pretrained,
     model_config_from_section,
+    tokenizer_of,
+    workdir_tokenizer,
     write_model_spec,
 )
 from squeezemobile_jax.tasks.pretrain.config import phase_plan
@@ -36,27 +30,18 @@ log = logging.getLogger(__name__)
 
 
 def build_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
-    """The run's tokenizer: the one saved in the workdir, else the configured or trained one."""
-    saved = fileio.join(workdir, TOKENIZER_DIR)
-    if fileio.exists(saved):
-        return load_tokenizer(fileio.local_dir(saved))
-    tok_cfg = config.tokenizer
-    init_tokenizer = fileio.join(config.init, TOKENIZER_DIR) if config.get("init") else None
-    if tok_cfg.get("path"):
-        tokenizer = load_tokenizer(tok_cfg.path)
-    elif init_tokenizer and fileio.exists(init_tokenizer):
-        tokenizer = load_tokenizer(fileio.local_dir(init_tokenizer))
-    else:
-        tokenizer = trained_tokenizer(
-            config.data.corpus, int(tok_cfg.vocab_size), cache_dir=config.data.get("cache_dir")
+    """The run's tokenizer: the one saved in the workdir, else `config.tokenizer.path`, else
+    the one stored with `config.init`, else one trained on the corpus (saved in the workdir)."""
+
+    def make() -> WordPieceTokenizer:
+        given = tokenizer_of(config.get("init"), config.tokenizer.get("path"), required=False)
+        return given or trained_tokenizer(
+            config.data.corpus,
+            int(config.tokenizer.vocab_size),
+            cache_dir=config.data.get("cache_dir"),
         )
-    if jax.process_index() == 0:
-        if fileio.is_remote(workdir):
-            with tempfile.TemporaryDirectory() as tmp:
-                fileio.upload_dir(save_tokenizer(tokenizer, tmp, TOKENIZER_DIR), saved)
-        else:
-            save_tokenizer(tokenizer, workdir, TOKENIZER_DIR)
-    return tokenizer
+
+    return workdir_tokenizer(workdir, make)
 
 
 def _latest_step(workdir: str) -> int:

@@ -10,13 +10,13 @@ import jax
 import ml_collections
 
 from squeezemobile_jax import fileio
-from squeezemobile_jax.data import PretrainingLoader, WordPieceTokenizer, load_tokenizer
+from squeezemobile_jax.data import PretrainingLoader, WordPieceTokenizer
 from squeezemobile_jax.models import EncoderConfig
 from squeezemobile_jax.models.flops import forward_flops_per_example, training_flops_per_example
 from squeezemobile_jax.tasks.common import (
     CHECKPOINT_DIR,
-    TOKENIZER_DIR,
-    is_workdir,
+    tokenizer_of,
+    workdir_tokenizer,
     write_model_spec,
 )
 from squeezemobile_jax.tasks.distill.config import check_config
@@ -31,7 +31,7 @@ from squeezemobile_jax.tasks.distill.objectives import (
     make_stage2_loss,
 )
 from squeezemobile_jax.tasks.distill.schedule import DistillPlan, restart_at, stage1_scale_fn
-from squeezemobile_jax.tasks.pretrain import HEAD, build_tokenizer
+from squeezemobile_jax.tasks.pretrain import HEAD
 from squeezemobile_jax.training import (
     Optimizer,
     Task,
@@ -47,29 +47,21 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ tokenizer
-def teacher_tokenizer_path(config: ml_collections.ConfigDict) -> str:
-    """config.tokenizer.path, else the teacher workdir's tokenizer/, else the HF directory."""
-    if config.tokenizer.get("path"):
-        return config.tokenizer.path
-    if is_workdir(config.teacher):
-        return fileio.local_dir(fileio.join(config.teacher, TOKENIZER_DIR))
-    return config.teacher
-
-
 def build_distill_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPieceTokenizer:
-    """The run's tokenizer: the one saved in `workdir`, else the teacher's (saved there)."""
-    if fileio.exists(fileio.join(workdir, TOKENIZER_DIR)):
-        return build_tokenizer(config, workdir)
-    try:
-        path = teacher_tokenizer_path(config)
-        load_tokenizer(path)
-    except Exception as e:
-        raise ValueError(
-            f"cannot load the teacher's tokenizer ({e}); the student must use the teacher's "
-            "vocabulary: set config.tokenizer.path to its vocab.txt or tokenizer.json"
-        ) from e
-    pinned = ml_collections.ConfigDict({"tokenizer": {"path": path}, "data": config.data})
-    return build_tokenizer(pinned, workdir)
+    """The run's tokenizer: the one saved in `workdir`, else `config.tokenizer.path`, else the
+    teacher's (saved in the workdir): the student must use the teacher's vocabulary."""
+
+    def make() -> WordPieceTokenizer:
+        try:
+            return tokenizer_of(config.teacher, config.tokenizer.get("path"))
+        except Exception as e:
+            raise ValueError(
+                f"cannot load the teacher's tokenizer ({e}); the student must use the "
+                "teacher's vocabulary: set config.tokenizer.path to its vocab.txt or "
+                "tokenizer.json"
+            ) from e
+
+    return workdir_tokenizer(workdir, make)
 
 
 # ------------------------------------------------------------------------------- stages

@@ -222,7 +222,7 @@ def evaluate_files(
 
     v2.0 rules apply when the file's version is 2.x or it has unanswerable questions.
     """
-    from squeezemobile_jax.data.squad import is_version_2, read_squad_file
+    from squeezemobile_jax.tasks.squad.examples import is_version_2, read_squad_file
 
     data = read_squad_file(data_path)
     golds = {e.qid: [a.text for a in e.answers] for e in data.examples}

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from squeezemobile_jax.data.squad import SquadExample
+from squeezemobile_jax.tasks.squad.examples import SquadExample
 
 # score_diff written for a question whose windows hold no context token at all.
 NO_SPAN_SCORE_DIFF = 1e9
