@@ -63,6 +63,10 @@ def test_pearson_spearman_with_ties_and_average_ranks():
         4.5 / math.sqrt(22.5)
     )
     assert pearson(np.full(4, 2.0), y) == 0.0  # constant predictions: 0, not NaN
+    # Constant inputs whose float mean is inexact (mean([-2.8] * 3) != -2.8): still 0, not -1.
+    assert np.mean(np.full(3, -2.8)) != -2.8
+    assert pearson(np.full(3, -2.8), np.full(3, 2.8)) == 0.0
+    assert spearman(np.full(3, -2.8), np.array([1.0, 2.0, 3.0])) == 0.0
     assert spearman(y, y) == pytest.approx(1.0)
 
 

@@ -76,6 +76,8 @@ def matthews_corrcoef(pred: np.ndarray, gold: np.ndarray) -> float:
 def pearson(pred: np.ndarray, gold: np.ndarray) -> float:
     """Pearson correlation of two [N] float arrays; 0.0 when either is constant."""
     pred, gold = _check(pred, gold)
+    if np.all(pred == pred[0]) or np.all(gold == gold[0]):
+        return 0.0  # tested exactly: a float mean of equal values need not equal them
     x = pred.astype(np.float64) - np.mean(pred, dtype=np.float64)
     y = gold.astype(np.float64) - np.mean(gold, dtype=np.float64)
     denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
