@@ -159,6 +159,20 @@ def test_evaluate_files_and_script(tmp_path: Path) -> None:
     assert printed["exact"] == pytest.approx(40.0) and printed["total"] == 5
     assert printed["best_f1_thresh"] == 0.2 and printed["NoAns_total"] == 2
 
+    # The official evaluate-v2.0.py without --na-prob-file gives every question na_prob 0.0:
+    # with a negative threshold all count as answered "", so only c and d (no answer) score.
+    args = [str(gold), str(tmp_path / "pred.json"), "--na-prob-thresh", "-0.5"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=True
+    )
+    printed = json.loads(proc.stdout)
+    assert printed["exact"] == pytest.approx(40.0) and printed["f1"] == pytest.approx(40.0)
+    assert printed["HasAns_exact"] == 0.0 and printed["NoAns_exact"] == 100.0
+    assert "best_f1" not in printed
+    # At the default threshold nothing changes: a1 b0 c0 d1 e1 = 60, F1 a1 b.8 c0 d1 e1 = 76.
+    plain = evaluate_files(gold, tmp_path / "pred.json")
+    assert plain["exact"] == pytest.approx(60.0) and plain["f1"] == pytest.approx(76.0)
+
     (tmp_path / "bad.json").write_text('{"a": 1}')
     proc = subprocess.run(
         [sys.executable, str(script), str(gold), str(tmp_path / "bad.json")],

@@ -7,8 +7,9 @@ and token F1. Totals are percentages.
 v2.0 rules (used for a v2 file or any file with unanswerable questions): gold answers that
 normalise to "" are dropped (none left: gold = [""]), an empty side gives F1 = 1 only if both
 are empty, and with no-answer probabilities (`na_probs`, e.g. BERT's `null_odds.json`) a
-question whose probability exceeds `na_prob_thresh` counts as answered "no answer". The
-threshold search (`best_thresh`) reports the best exact / F1 over all cut-offs.
+question whose probability exceeds `na_prob_thresh` counts as answered "no answer" (without
+them every probability is 0.0, as in the official script). The threshold search
+(`best_thresh`, only with probabilities) reports the best exact / F1 over all cut-offs.
 
 A question without a prediction scores 0 and still counts in the totals (v1.1 behaviour; the
 official v2.0 script cannot score such a file at all).
@@ -172,10 +173,11 @@ def evaluate(
             raise ValueError(
                 f"{len(missing)} questions have no no-answer probability, e.g. {missing[:3]}"
             )
-        exact = apply_no_answer_threshold(exact_raw, na_probs, has_answer, na_prob_thresh)
-        f1 = apply_no_answer_threshold(f1_raw, na_probs, has_answer, na_prob_thresh)
-    else:
-        exact, f1 = exact_raw, f1_raw
+    # Without probabilities every question has na_prob 0.0, as in the official v2.0 script:
+    # a negative threshold then counts every question as answered "no answer".
+    thresholded = na_probs if na_probs is not None else dict.fromkeys(golds, 0.0)
+    exact = apply_no_answer_threshold(exact_raw, thresholded, has_answer, na_prob_thresh)
+    f1 = apply_no_answer_threshold(f1_raw, thresholded, has_answer, na_prob_thresh)
     out: dict[str, float] = dict(_totals(exact, f1, list(golds)))
     for name, want in (("HasAns", True), ("NoAns", False)):
         qids = [q for q, h in has_answer.items() if h == want]
