@@ -317,6 +317,8 @@ MOBILE_ODD = [
     ),
     dict(trigram_input=False, classifier_activation=True),
     dict(trigram_input=False, embedding_size=64, num_feedforward_networks=3),
+    # Trigram input exactly hidden_size wide: the original (and HF) still transform it.
+    dict(hidden_size=48, embedding_size=16),
     dict(
         use_bottleneck=False,
         intra_bottleneck_size=None,

@@ -79,8 +79,9 @@ class Embeddings(nnx.Module):
     """Word + position + token-type embeddings, then a norm and dropout (both families).
 
     The word table is `[vocab, embedding_size]`. With `trigram_input` (MobileBERT), position t
-    sees `[e[t+1], e[t], e[t-1]]` (zeros past the edges), and when the word vectors are not
-    `hidden_size` wide, a dense `embedding_transformation` maps them up. Output: [B, T, hidden].
+    sees `[e[t+1], e[t], e[t-1]]` (zeros past the edges). A dense `embedding_transformation`
+    maps the (trigram) vectors to `hidden_size` whenever trigram input is on or they are not
+    `hidden_size` wide, as the original MobileBERT builds it. Output: [B, T, hidden].
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class Embeddings(nnx.Module):
         input_size = embedding_size * (3 if trigram_input else 1)
         self.embedding_transformation = nnx.data(
             Dense(input_size, hidden_size, init_std=init_std, rngs=rngs)
-            if input_size != hidden_size
+            if trigram_input or input_size != hidden_size
             else None
         )
         self.position_embeddings = Embed(
