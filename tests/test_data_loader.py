@@ -3,6 +3,7 @@ split and throughput."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import operator
@@ -412,6 +413,23 @@ def test_a_killed_worker_is_a_clear_error() -> None:
         with pytest.raises(RuntimeError, match=r"worker process died while making step \d"):
             for _ in range(10):  # the steps made before the kill may still arrive
                 next(it)
+
+
+def test_a_worker_killed_after_making_every_step_in_flight_is_a_clear_error() -> None:
+    """The steps in flight were all made before the kill: they are delivered, then the next
+    call (nothing in flight, the pool broken) reports the death."""
+    with prefetch_steps(functools.partial(operator.mul, 3), 0, workers=1) as it:
+        assert next(it) == 0
+        concurrent.futures.wait(list(it._in_flight))
+        for pid in list(it._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        while not it._pool._broken:
+            time.sleep(0.01)
+        delivered = []
+        with pytest.raises(RuntimeError, match=r"worker process died while making step \d"):
+            for _ in range(10):
+                delivered.append(next(it))
+        assert delivered == [3 * (k + 1) for k in range(len(delivered))] and delivered
 
 
 def test_eval_split_is_fixed_and_held_out(synthetic: TokenizedCorpus) -> None:

@@ -152,6 +152,8 @@ class ProcessPrefetchIterator(Generic[T]):
         if self._pool is None:
             raise StopIteration
         try:
+            if not self._in_flight:  # every submission since a worker died failed
+                raise concurrent.futures.BrokenExecutor("no step in flight")
             item = self._in_flight.popleft().result()
         except concurrent.futures.BrokenExecutor as e:  # a worker died
             self.close()
