@@ -52,8 +52,9 @@ def test_progressive_scales_and_gates(freeze):
     for step in (0, 1, 3, 9, 10, 11, 17, 20, 25, 30, 31, 39):
         want = expected_scales(step, 10, 4, 0.0 if freeze else 0.1)
         np.testing.assert_allclose(np.asarray(ds.layer_lr_scales(step, p)), want, rtol=1e-6)
-        gates = np.asarray(ds.layer_gates(step, p))
-        np.testing.assert_array_equal(gates, np.eye(4)[step // 10])
+        # The original gates layer l for global steps in (10 l, 10 (l + 1)]: none at step 0.
+        want_gates = np.eye(4)[(step - 1) // 10] if step > 0 else np.zeros(4)
+        np.testing.assert_array_equal(np.asarray(ds.layer_gates(step, p)), want_gates)
         assert p.stage(step) == 1 and p.phase(step) == step // 10 + 1
     # Earlier layers train at 0.3x the base rate (x background), later ones not at all.
     bg = 0.9 + 0.1 * math.sqrt(0.5)  # step 25: 5 of 10 steps into layer 3's phase

@@ -194,6 +194,11 @@ def test_teacher_from_an_hf_directory_in_bfloat16(teacher_dir, tmp_path):
         model, batch, None, step=np.int32(4)
     )
     assert np.isfinite(float(loss)) and float(metrics["phase"]) == 2.0
+    # Step 0 gates no layer (the original's (spp l, spp (l + 1)] bounds): loss 0, metrics finite.
+    loss, metrics = distill.make_stage1_loss(plan, dict(config.distill.factors))(
+        model, batch, None, step=np.int32(0)
+    )
+    assert float(loss) == 0.0 and all(np.all(np.isfinite(v)) for v in metrics.values())
     # Auxiliary KT: stage 2's loss adds every layer's transfer terms to PD + NSP.
     batch.update(
         masked_lm_positions=np.array([[1, 2, 3], [4, 5, 0]], np.int32),

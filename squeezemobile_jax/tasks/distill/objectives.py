@@ -61,7 +61,8 @@ def make_stage1_loss(plan: DistillPlan, factors: Mapping[str, float]) -> Callabl
         terms = _layer_terms(student, teacher, batch["attention_mask"])
         gates = layer_gates(step, plan)
         loss = losses.layer_transfer_loss(terms, gates, factors)
-        active = {k: jnp.sum(gates * v) / jnp.sum(gates) for k, v in terms.items()}
+        gated = jnp.maximum(jnp.sum(gates), 1.0)  # no layer is gated at step 0
+        active = {k: jnp.sum(gates * v) / gated for k, v in terms.items()}
         phase = jnp.asarray(0.0)
         if plan.strategy == "progressive":
             phase = (jnp.minimum(step // plan.steps_per_layer, plan.num_layers - 1) + 1) * 1.0

@@ -8,7 +8,8 @@ A run has up to two stages over one global step counter:
 Strategies (the paper's comparison):
 
   progressive  stage 1 is L phases of `steps_per_layer` steps; phase l (1-based) transfers
-               layer l only (its loss gate is the only one on).
+               layer l only (its loss gate is the only one on, shifted by one step as the
+               original's: see `layer_gates`).
   joint        stage 1 is one phase of `joint_steps` steps with every layer's losses at once.
   auxiliary    no stage 1; stage 2 adds every layer's transfer losses to its own loss.
 
@@ -151,11 +152,17 @@ def layer_lr_scales(step: jax.Array, plan: DistillPlan) -> jax.Array:
 
 
 def layer_gates(step: jax.Array, plan: DistillPlan) -> jax.Array:
-    """Which layers' transfer losses count at `step`: float32 [L] of 0/1."""
+    """Which layers' transfer losses count at `step`: float32 [L] of 0/1.
+
+    Progressive: layer l (0-based) counts for steps in (spp * l, spp * (l + 1)], as the
+    original `distill_util` gates it, so no layer counts at step 0 and each phase's first
+    step still counts the layer before. Parameters are unaffected: at those steps every
+    layer's learning-rate scale is 0 (`background(0, n) = 0`); only logged losses move.
+    """
     if plan.strategy != "progressive":
         return jnp.ones((plan.num_layers,), jnp.float32)
-    phase = _phase_index(step, plan)
-    return (jnp.arange(plan.num_layers) == phase).astype(jnp.float32)
+    gated = (jnp.asarray(step, jnp.int32) - 1) // plan.steps_per_layer  # -1 at step 0
+    return (jnp.arange(plan.num_layers) == gated).astype(jnp.float32)
 
 
 def stage1_scale_fn(plan: DistillPlan) -> Callable[[jax.Array, str], jax.Array]:
