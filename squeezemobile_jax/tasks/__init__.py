@@ -1,6 +1,7 @@
 """Tasks: pretrain, distill, glue, squad, each with `run(config, workdir) -> result`.
-pretrain/ and distill/ are folders holding everything of their task (config, losses, run);
-`common` holds what every task shares (the model section, model specs, loading). A task
+Each task is a folder holding everything of its task (data readers, losses, metrics,
+post-processing, `pipeline.py` with the run); `common` holds what every task shares (the
+model section, model specs, loading, the run's tokenizer). A task
 knows its model head, loss, metrics, evaluation and post-processing; the generic loop in
 `training/` does the rest.
 
