@@ -35,7 +35,9 @@ def build_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> WordPiec
 
     def make() -> WordPieceTokenizer:
         given = tokenizer_of(config.get("init"), config.tokenizer.get("path"), required=False)
-        return given or trained_tokenizer(
+        if given is not None:
+            return given
+        return trained_tokenizer(
             config.data.corpus,
             int(config.tokenizer.vocab_size),
             cache_dir=config.data.get("cache_dir"),
